@@ -60,9 +60,15 @@ typedef struct ds_backend ds_backend;
 struct ds_backend {
     const char* name;  // "cpu", "cuda"
     void* impl;
+    void (*destroy)(ds_backend* be);  // frees the backend and everything it owns
 
     // ---- memory
-    float* (*alloc)(ds_backend* be, int64_t n);  // n floats; NULL on failure
+    // Pointers are handles in units of elements: model code may do `p + k` (k elements further)
+    // but never dereferences them. The CUDA backend stores activations as fp16/bf16 behind
+    // these handles (it maps a handle to its own typed device address).
+    float* (*alloc)(ds_backend* be, int64_t n);  // n elements of the activation type; NULL on failure
+    // n elements that stay fp32 on every backend (capture sums, neuron statistics)
+    float* (*alloc_f32)(ds_backend* be, int64_t n);
     void (*free)(ds_backend* be, float* p);
     void (*upload)(ds_backend* be, float* dst, const float* src_host, int64_t n);
     void (*download)(ds_backend* be, float* dst_host, const float* src, int64_t n);
@@ -129,10 +135,26 @@ struct ds_backend {
     // y(n, D) = table[ids[i]] + pos[i % L]  (token + position embedding); ids host int32
     void (*embed_tokens)(ds_backend* be, const int32_t* ids_host, int n, int L,
                          const float* table, const float* pos, int D, float* y);
+
+    // ---- statistics (localization)
+    // per-column sums over rows of x (rows, F): sum[f] += Σ_r x[r,f], sumsq[f] += Σ_r x[r,f]²
+    // (accumulates; sum and sumsq are alloc_f32 memory)
+    void (*column_stats)(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
+                         float* sumsq);
 };
 
 // The CPU reference backend (kernels/cpu). threads = 0: OpenMP's default.
 ds_backend* ds_backend_cpu_create(int threads);
 void ds_backend_cpu_free(ds_backend* be);
+
+// The CUDA backend (kernels/cuda). Returns NULL with the reason in e (no GPU, driver too old,
+// out of memory, or a diffscope built without CUDA: host/device.c holds a weak stand-in that
+// the CUDA objects override when they are linked in).
+typedef enum ds_act_dtype { DS_ACT_F16 = 0, DS_ACT_BF16 = 1, DS_ACT_F32 = 2 } ds_act_dtype;
+typedef struct ds_cuda_options {
+    int device;          // CUDA device ordinal
+    ds_act_dtype dtype;  // activation and weight storage type; accumulation is always fp32
+} ds_cuda_options;
+ds_backend* ds_backend_cuda_create(ds_err* e, const ds_cuda_options* opt);
 
 #endif

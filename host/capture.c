@@ -332,9 +332,9 @@ void ds_capture_free(ds_capture* c) {
 
 size_t ds_capture_bytes(const ds_capture* c) { return c ? c->bytes : 0; }
 
-// Zeroed backend buffer of n floats.
+// Zeroed backend buffer of n floats (fp32 on every backend: sums of probabilities).
 static float* zeroed(ds_capture* c, int64_t n) {
-    float* p = c->be->alloc(c->be, n);
+    float* p = c->be->alloc_f32(c->be, n);
     if (!p) return NULL;
     if (!strcmp(c->be->name, "cpu")) {
         memset(p, 0, sizeof(float) * (size_t)n);

@@ -97,7 +97,7 @@ void ds_model_free(ds_model* m) {
     ds_tokenizer_free(m->tok);
     ds_arena_release(&m->arena);
     ds_weights_free(m->ws);
-    if (m->be) ds_backend_cpu_free(m->be);
+    if (m->be) m->be->destroy(m->be);
     free(m->path);
     free(m);
 }

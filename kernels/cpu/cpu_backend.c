@@ -77,7 +77,9 @@ ds_backend* ds_backend_cpu_create(int threads) {
 
     be->name = "cpu";
     be->impl = c;
+    be->destroy = ds_backend_cpu_free;
     be->alloc = cpu_alloc;
+    be->alloc_f32 = cpu_alloc;
     be->free = cpu_free;
     be->upload = cpu_copy;
     be->download = cpu_copy;
@@ -98,6 +100,7 @@ ds_backend* ds_backend_cpu_create(int threads) {
     be->nhwc_to_nchw = ds_cpu_nhwc_to_nchw;
     be->timestep_embedding = ds_cpu_timestep_embedding;
     be->embed_tokens = ds_cpu_embed_tokens;
+    be->column_stats = ds_cpu_column_stats;
     return be;
 }
 

@@ -69,3 +69,27 @@ void ds_cpu_add_channel_bias(ds_backend* be, const float* x, const float* v, flo
         for (int64_t c = 0; c < C; c++) yr[c] = xr[c] + vn[c];
     }
 }
+
+void ds_cpu_column_stats(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
+                         float* sumsq) {
+    // one pass over x; per-column accumulation in double so long sums (many rows × timesteps)
+    // do not lose the small terms
+    int nt = threads_for(be, rows * F);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t f0 = 0; f0 < F; f0 += 64) {
+        int64_t f1 = f0 + 64 < F ? f0 + 64 : F;
+        double s[64] = {0}, q[64] = {0};
+        for (int64_t r = 0; r < rows; r++) {
+            const float* xr = x + r * F;
+            for (int64_t f = f0; f < f1; f++) {
+                double v = xr[f];
+                s[f - f0] += v;
+                q[f - f0] += v * v;
+            }
+        }
+        for (int64_t f = f0; f < f1; f++) {
+            sum[f] += (float)s[f - f0];
+            sumsq[f] += (float)q[f - f0];
+        }
+    }
+}
