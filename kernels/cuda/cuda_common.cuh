@@ -1,0 +1,114 @@
+// cuda_common.cuh — included by every kernels/cuda file: error checks that carry file and line,
+// the one launch macro, dynamic shared memory, element conversion, and the backend's internals
+// (handle → device address, stream, library handles, workspace).
+//
+// The same sources build two ways:
+//   * nvcc (sm_80, sm_90) into the real backend;
+//   * g++ -std=c++17 with tests/emu/emu_cuda.h force-included (it defines DS_EMULATOR) into the
+//     test-only emulated backend, which runs every kernel on the CPU (docs/cuda_emulator.md).
+// Kernel rules (enforced by the emulator): launch only through DS_LAUNCH; dynamic shared memory
+// only through DS_DYN_SHARED; no inline PTX; only *_sync warp collectives, reached by every lane
+// of the mask; every live thread reaches each __syncthreads; no waiting on other blocks.
+#ifndef DS_CUDA_COMMON_CUH
+#define DS_CUDA_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend.h"
+}
+
+// ---- errors ------------------------------------------------------------------------------------
+// Programmer errors and device failures inside ops (ops have no error channel): print file:line,
+// the call and the library's message, then abort.
+[[noreturn]] void ds_cuda_fatal(const char* file, int line, const char* call, const char* msg);
+const char* ds_cublas_status_name(cublasStatus_t s);
+
+#define DS_CUDA_CHECK(call)                                                             \
+    do {                                                                                \
+        cudaError_t ds_e_ = (call);                                                     \
+        if (ds_e_ != cudaSuccess) ds_cuda_fatal(__FILE__, __LINE__, #call, cudaGetErrorString(ds_e_)); \
+    } while (0)
+#define DS_CUBLAS_CHECK(call)                                                           \
+    do {                                                                                \
+        cublasStatus_t ds_s_ = (call);                                                  \
+        if (ds_s_ != CUBLAS_STATUS_SUCCESS)                                             \
+            ds_cuda_fatal(__FILE__, __LINE__, #call, ds_cublas_status_name(ds_s_));     \
+    } while (0)
+#define DS_CUDNN_CHECK(call)                                                            \
+    do {                                                                                \
+        cudnnStatus_t ds_s_ = (call);                                                   \
+        if (ds_s_ != CUDNN_STATUS_SUCCESS)                                              \
+            ds_cuda_fatal(__FILE__, __LINE__, #call, cudnnGetErrorString(ds_s_));       \
+    } while (0)
+
+// ---- launching ---------------------------------------------------------------------------------
+// DS_LAUNCH(kernel, grid, block, dynamic_smem_bytes, stream, args...) — every launch, checked.
+// A kernel with several template arguments: take its address first
+// (`auto* k = my_kernel<T, 64>; DS_LAUNCH(k, ...)`) so the commas do not split the macro.
+#ifdef DS_EMULATOR
+#define DS_LAUNCH(kernel, grid, block, smem, stream, ...) \
+    emu_launch(#kernel, kernel, dim3(grid), dim3(block), (size_t)(smem), (stream), ##__VA_ARGS__)
+#define DS_DYN_SHARED(T, name) T* name = (T*)emu_dynamic_shared()
+#else
+#define DS_LAUNCH(kernel, grid, block, smem, stream, ...)                   \
+    do {                                                                    \
+        kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__);         \
+        DS_CUDA_CHECK(cudaGetLastError());                                  \
+    } while (0)
+#define DS_DYN_SHARED(T, name)                                  \
+    extern __shared__ __align__(16) unsigned char ds_dyn_smem_[]; \
+    T* name = (T*)ds_dyn_smem_
+#endif
+
+static inline unsigned ds_div_up(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
+
+// ---- element types -----------------------------------------------------------------------------
+// Activations and weights are stored as T ∈ {__half, __nv_bfloat16, float}; arithmetic is fp32.
+__device__ __forceinline__ float ds_to_f32(float x) { return x; }
+__device__ __forceinline__ float ds_to_f32(__half x) { return __half2float(x); }
+__device__ __forceinline__ float ds_to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T ds_from_f32(float x);
+template <> __device__ __forceinline__ float ds_from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half ds_from_f32<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 ds_from_f32<__nv_bfloat16>(float x) {
+    return __float2bfloat16_rn(x);
+}
+
+// DS_DISPATCH(dtype, T, body): runs body with T bound to the storage type of `dtype`.
+#define DS_DISPATCH(dtype, T, ...)                                              \
+    do {                                                                        \
+        switch (dtype) {                                                        \
+        case DS_ACT_F16: { typedef __half T; __VA_ARGS__; } break;              \
+        case DS_ACT_BF16: { typedef __nv_bfloat16 T; __VA_ARGS__; } break;      \
+        case DS_ACT_F32: { typedef float T; __VA_ARGS__; } break;               \
+        default: ds_cuda_fatal(__FILE__, __LINE__, "DS_DISPATCH", "unknown dtype"); \
+        }                                                                       \
+    } while (0)
+
+// ---- backend internals (cuda_backend.cu) -------------------------------------------------------
+// Handles (the float* the model code holds, see backend.h) count elements; each allocation maps
+// its handle range onto device memory of its own element type (the activation type, or fp32 for
+// alloc_f32 memory).
+void* ds_cuda_dev(ds_backend* be, const float* handle);       // aborts on an unknown handle
+ds_act_dtype ds_cuda_dtype_of(ds_backend* be, const float* handle);
+ds_act_dtype ds_cuda_act_dtype(ds_backend* be);                // the backend's activation type
+template <typename T> static inline T* ds_dev(ds_backend* be, const float* h) {
+    return (T*)ds_cuda_dev(be, h);
+}
+cudaStream_t ds_cuda_stream(ds_backend* be);
+cublasHandle_t ds_cuda_cublas(ds_backend* be);
+cudnnHandle_t ds_cuda_cudnn(ds_backend* be);
+// Device scratch of at least `bytes` (contents undefined), reused between ops on the one stream.
+// Grows only when a larger request comes (the first UNet step), never inside a steady loop.
+void* ds_cuda_workspace(ds_backend* be, size_t bytes);
+// Device properties the kernels tune for (shared memory per block, SM count).
+int ds_cuda_sm_count(ds_backend* be);
+size_t ds_cuda_max_smem(ds_backend* be);
+
+#endif
