@@ -111,4 +111,11 @@ void* ds_cuda_workspace(ds_backend* be, size_t bytes);
 int ds_cuda_sm_count(ds_backend* be);
 size_t ds_cuda_max_smem(ds_backend* be);
 
+// ---- ops defined outside cuda_backend.cu -------------------------------------------------------
+// The attention op (kernels/cuda/cuda_attention.cu): exactly backend.h's attention signature.
+void ds_cuda_attention(ds_backend* be, const float* q, int64_t q_stride, const float* k,
+                       int64_t k_stride, const float* v, int64_t v_stride, float* out, int B,
+                       int Lq, int Lk, int heads, int dh, float scale, int causal,
+                       const ds_attn_probe* probe);
+
 #endif
