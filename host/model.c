@@ -54,6 +54,51 @@ static int build_configs(ds_model* m, ds_err* e, const ds_model_files* mf) {
     return DS_OK;
 }
 
+ds_status ds_context_set_device(ds_context* ctx, ds_device device, ds_precision precision) {
+    if (!ctx) return DS_ERR_ARG;
+    ds_err_clear(&ctx->err);
+    if (device < DS_DEVICE_AUTO || device > DS_DEVICE_CUDA)
+        return ds_errf(&ctx->err, DS_ERR_ARG, "--device: expected cpu, cuda or auto");
+    if (precision < DS_PRECISION_DEFAULT || precision > DS_PRECISION_BF16)
+        return ds_errf(&ctx->err, DS_ERR_ARG, "--precision: expected fp32, fp16 or bf16");
+    if (device == DS_DEVICE_CPU && precision != DS_PRECISION_DEFAULT && precision != DS_PRECISION_FP32)
+        return ds_errf(&ctx->err, DS_ERR_ARG,
+                       "--precision: the CPU backend computes in fp32 only (fp16/bf16 need --device cuda)");
+    ctx->device = device;
+    ctx->precision = precision;
+    return DS_OK;
+}
+
+const char* ds_context_device_notice(const ds_context* ctx) {
+    return ctx && ctx->device_notice[0] ? ctx->device_notice : NULL;
+}
+
+// The backend the context asks for: CUDA (AUTO falls back to the CPU and records why).
+static int create_backend(ds_context* ctx, ds_model* m) {
+    ds_err* e = &ctx->err;
+    ctx->device_notice[0] = 0;
+    if (ctx->device != DS_DEVICE_CPU) {
+        ds_cuda_options o = {0, DS_ACT_F16};
+        if (ctx->precision == DS_PRECISION_BF16) o.dtype = DS_ACT_BF16;
+        if (ctx->precision == DS_PRECISION_FP32) o.dtype = DS_ACT_F32;
+        ds_err ce;
+        ds_err_clear(&ce);
+        m->be = ds_backend_cuda_create(&ce, &o);
+        if (m->be) {
+            m->precision = o.dtype == DS_ACT_F16 ? "fp16" : o.dtype == DS_ACT_BF16 ? "bf16" : "fp32";
+            return DS_OK;
+        }
+        const char* why = ce.msg;
+        if (!strncmp(why, "--device cuda: ", 15)) why += 15;
+        if (ctx->device == DS_DEVICE_CUDA)
+            return ds_errf(e, ce.code ? ce.code : DS_ERR_DEVICE, "--device cuda: %s", why);
+        snprintf(ctx->device_notice, sizeof ctx->device_notice, "no usable GPU, running on the CPU (%.440s)", why);
+    }
+    m->be = ds_backend_cpu_create(0);
+    m->precision = "fp32";
+    return m->be ? DS_OK : ds_errf(e, DS_ERR_OOM, "out of memory");
+}
+
 ds_status ds_model_load(ds_context* ctx, const char* path, ds_model** out) {
     ds_err* e = &ctx->err;
     ds_err_clear(e);
@@ -61,7 +106,11 @@ ds_status ds_model_load(ds_context* ctx, const char* path, ds_model** out) {
     if (!path || !*path) return ds_errf(e, DS_ERR_ARG, "--model: a path is required");
     ds_model* m = ds_calloc(e, 1, sizeof *m, "model");
     if (!m) return DS_ERR_OOM;
-    m->be = ds_backend_cpu_create(0);
+    int rc0 = create_backend(ctx, m);
+    if (rc0) {
+        free(m);
+        return rc0;
+    }
     m->ws = ds_weights_create(m->be);
     m->path = strdup(path);
     ds_arena_init(&m->arena, m->be, 0);
@@ -109,6 +158,8 @@ ds_status ds_model_get_info(ds_context* ctx, const ds_model* m, ds_model_info* o
     out->arch_name = m->arch == DS_ARCH_SD2 ? "SD2.x" : "SD1.x";
     out->source_format = m->single_file ? "single-file" : "diffusers";
     out->weight_dtype = m->weight_dtype;
+    out->device = m->be->name;
+    out->precision = m->precision;
     out->params_text_encoder = ds_weights_count_params(m->ws, "text_encoder.");
     out->params_unet = ds_weights_count_params(m->ws, "unet.");
     out->params_vae = ds_weights_count_params(m->ws, "vae.");

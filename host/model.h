@@ -13,6 +13,7 @@
 
 struct ds_model {
     ds_backend* be;
+    const char* precision;           // "fp32" / "fp16" / "bf16": the backend's storage type
     ds_weights* ws;
     ds_arch arch;
     char* path;
@@ -34,6 +35,9 @@ struct ds_model {
 
 struct ds_context {
     ds_err err;
+    ds_device device;        // where the next ds_model_load puts the model
+    ds_precision precision;
+    char device_notice[512]; // why AUTO fell back to the CPU ("" if it did not)
 };
 
 // Encodes [negative, prompt] (or just the prompt when cfg == 0) into the UNet's context:

@@ -56,6 +56,21 @@ expect_fail "width without height" "both --width and --height" "$BIN" generate -
 expect_fail "width not a multiple" "multiples of" "$BIN" generate --model $M --prompt x --out "$T/a.png" --width 36 --height 32 --steps 1 --quiet
 no_file "$T/a.png" "failed runs leave no image"
 
+# devices: every command takes --device / --precision; bad values are refused before any work
+expect_fail "bad --device" "--device expects cpu, cuda or auto, got 'gpu'" "$BIN" generate --model $M --prompt x --out "$T/a.png" --device gpu
+expect_fail "bad --precision" "--precision expects fp32, fp16 or bf16, got 'fp8'" "$BIN" info --model $M --precision fp8
+expect_fail "fp16 on the CPU" "CPU backend computes in fp32 only" "$BIN" generate --model $M --prompt x --out "$T/a.png" --device cpu --precision fp16
+expect_ok "--device cpu" "$BIN" generate --model $M --prompt x --out "$T/cpu.png" --steps 1 --device cpu --quiet
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  # no GPU here: asking for one is an error naming the flag; auto falls back with a one-line notice
+  expect_fail "--device cuda without a GPU" "^diffscope: --device cuda: " "$BIN" generate --model $M --prompt x --out "$T/g.png" --steps 1 --device cuda
+  no_file "$T/g.png" "a refused --device cuda leaves no image"
+  out=$("$BIN" info --model $M 2>&1 >/dev/null)
+  if [ "$(grep -c "running on the CPU" <<<"$out")" = 1 ]; then passes=$((passes+1)); else echo "FAIL auto notice: $out"; fails=$((fails+1)); fi
+  out=$("$BIN" info --model $M --quiet 2>&1 >/dev/null)
+  if [ -z "$out" ]; then passes=$((passes+1)); else echo "FAIL --quiet keeps the device notice: $out"; fails=$((fails+1)); fi
+fi
+
 # paths
 expect_fail "unwritable --out" "cannot write into folder '/nonexistent-dir'" "$BIN" generate --model $M --prompt x --out /nonexistent-dir/a.png
 expect_fail "--out is a folder" "is a folder" "$BIN" generate --model $M --prompt x --out "$T"

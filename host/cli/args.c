@@ -55,6 +55,36 @@ static int set_value(const arg_command* cmd, const arg_spec* s, const char* v) {
     return -1;
 }
 
+const char* args_device = NULL;
+const char* args_precision = NULL;
+
+static const arg_spec common_specs[] = {
+    {"device", ARG_STR, &args_device, "cpu|cuda|auto",
+     "where to compute (default auto: CUDA when a GPU is usable, else the CPU with a notice)", 1, 0, 0},
+    {"precision", ARG_STR, &args_precision, "fp16|bf16|fp32",
+     "storage type on the GPU (default fp16; accumulation is fp32; the CPU computes in fp32)", 1, 0, 0},
+};
+#define N_COMMON ((int)(sizeof common_specs / sizeof common_specs[0]))
+
+static int check_common(const arg_command* cmd) {
+    static const char* devs[] = {"cpu", "cuda", "auto"};
+    static const char* precs[] = {"fp32", "fp16", "bf16"};
+    int ok = !args_device;
+    for (int i = 0; i < 3 && !ok; i++) ok = !strcmp(args_device, devs[i]);
+    if (!ok) {
+        fprintf(stderr, "diffscope %s: --device expects cpu, cuda or auto, got '%s'\n", cmd->name, args_device);
+        return -1;
+    }
+    ok = !args_precision;
+    for (int i = 0; i < 3 && !ok; i++) ok = !strcmp(args_precision, precs[i]);
+    if (!ok) {
+        fprintf(stderr, "diffscope %s: --precision expects fp32, fp16 or bf16, got '%s'\n", cmd->name,
+                args_precision);
+        return -1;
+    }
+    return 0;
+}
+
 int args_parse(const arg_command* cmd, int argc, char** argv) {
     char* seen = calloc((size_t)cmd->n_specs + 1, 1);
     int rc = 0;
@@ -78,6 +108,11 @@ int args_parse(const arg_command* cmd, int argc, char** argv) {
         int si = -1;
         for (int k = 0; k < cmd->n_specs; k++)
             if (strlen(cmd->specs[k].name) == nl && strncmp(cmd->specs[k].name, name, nl) == 0) { s = &cmd->specs[k]; si = k; }
+        for (int k = 0; !s && k < N_COMMON; k++)
+            if (strlen(common_specs[k].name) == nl && strncmp(common_specs[k].name, name, nl) == 0) {
+                s = &common_specs[k];
+                si = cmd->n_specs;  // the spare slot of `seen`: common flags are never required
+            }
         if (!s) {
             fprintf(stderr, "diffscope %s: unknown flag '--%.*s' (see diffscope %s --help)\n", cmd->name, (int)nl, name, cmd->name);
             rc = -1;
@@ -104,6 +139,7 @@ int args_parse(const arg_command* cmd, int argc, char** argv) {
             rc = -1;
         }
     free(seen);
+    if (rc == 0) rc = check_common(cmd);
     return rc;
 }
 
@@ -114,6 +150,11 @@ void args_print_help(const arg_command* cmd) {
         char left[64];
         snprintf(left, sizeof left, "--%s%s%s", s->name, s->metavar ? " " : "", s->metavar ? s->metavar : "");
         printf("  %-24s %s%s\n", left, s->help, s->required ? " (required)" : "");
+    }
+    for (int k = 0; k < N_COMMON; k++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s %s", common_specs[k].name, common_specs[k].metavar);
+        printf("  %-24s %s\n", left, common_specs[k].help);
     }
     printf("  %-24s %s\n", "--help", "show this help");
 }

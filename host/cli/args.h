@@ -27,6 +27,11 @@ typedef struct arg_command {
     int n_specs;
 } arg_command;
 
+// Flags every command accepts (parsed by args_parse, listed by --help): --device cpu|cuda|auto and
+// --precision fp32|fp16|bf16. NULL when not given.
+extern const char* args_device;
+extern const char* args_precision;
+
 // Parses argv[0..argc) (the words after the subcommand). Returns 0 on success, 1 when --help was
 // printed, -1 after printing an error to stderr.
 int args_parse(const arg_command* cmd, int argc, char** argv);

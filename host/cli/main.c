@@ -50,10 +50,25 @@ int cli_load_model(ds_context* ctx, const char* path, int quiet, ds_model** m) {
         }
         if (!quiet) fprintf(stderr, "using the embedded default model %s\n", path);
     }
+    ds_device dev = DS_DEVICE_AUTO;
+    if (args_device && !strcmp(args_device, "cpu")) dev = DS_DEVICE_CPU;
+    if (args_device && !strcmp(args_device, "cuda")) dev = DS_DEVICE_CUDA;
+    ds_precision prec = DS_PRECISION_DEFAULT;
+    if (args_precision && !strcmp(args_precision, "fp32")) prec = DS_PRECISION_FP32;
+    if (args_precision && !strcmp(args_precision, "fp16")) prec = DS_PRECISION_FP16;
+    if (args_precision && !strcmp(args_precision, "bf16")) prec = DS_PRECISION_BF16;
+    if (dev == DS_DEVICE_AUTO && prec != DS_PRECISION_DEFAULT && prec != DS_PRECISION_FP32)
+        dev = DS_DEVICE_CUDA;  // fp16/bf16 exist only on the GPU: asking for them asks for the GPU
+    if (ds_context_set_device(ctx, dev, prec) != DS_OK) {
+        fprintf(stderr, "diffscope: %s\n", ds_last_error(ctx));
+        return 2;
+    }
     if (ds_model_load(ctx, path, m) != DS_OK) {
         fprintf(stderr, "diffscope: %s\n", ds_last_error(ctx));
         return 1;
     }
+    const char* notice = ds_context_device_notice(ctx);
+    if (notice && !quiet) fprintf(stderr, "diffscope: %s\n", notice);
     return 0;
 }
 
@@ -271,6 +286,7 @@ static int cmd_info(int argc, char** argv) {
     printf("architecture:        %s\n", i.arch_name);
     printf("format:              %s\n", i.source_format);
     printf("weights dtype:       %s\n", i.weight_dtype);
+    printf("device:              %s (%s)\n", i.device, i.precision);
     printf("prediction type:     %s\n", i.prediction_type);
     printf("default sampler:     %s\n", i.default_sampler);
     printf("text encoder:        %lld parameters, %d layers, hidden %d\n", (long long)i.params_text_encoder, i.text_layers, i.text_hidden);

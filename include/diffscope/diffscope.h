@@ -55,6 +55,17 @@ typedef enum ds_arch { DS_ARCH_UNKNOWN = 0, DS_ARCH_SD1 = 1, DS_ARCH_SD2 = 2 } d
 /* Loads a diffusers folder (model_index.json, unet/, text_encoder/, vae/, tokenizer/, scheduler/)
  * or a single-file SD1.x / SD2.x .safetensors checkpoint with the original LDM key names.
  * Pickle checkpoints (.ckpt/.pt/.bin/.pth) are refused with a message saying how to convert. */
+/* Where models loaded from now on run. AUTO (the default): CUDA when a GPU is usable, else the
+ * CPU — ds_context_device_notice() then says why. CUDA: fail the load (DS_ERR_DEVICE) when no GPU is
+ * usable. Precision DEFAULT = fp16 on CUDA, fp32 on the CPU (the CPU backend is fp32 only). */
+typedef enum ds_device { DS_DEVICE_AUTO = 0, DS_DEVICE_CPU = 1, DS_DEVICE_CUDA = 2 } ds_device;
+typedef enum ds_precision {
+    DS_PRECISION_DEFAULT = 0, DS_PRECISION_FP32 = 1, DS_PRECISION_FP16 = 2, DS_PRECISION_BF16 = 3
+} ds_precision;
+ds_status ds_context_set_device(ds_context* ctx, ds_device device, ds_precision precision);
+/* After a load with DS_DEVICE_AUTO that fell back to the CPU: one line saying why; else NULL. */
+const char* ds_context_device_notice(const ds_context* ctx);
+
 ds_status ds_model_load(ds_context* ctx, const char* path, ds_model** out);
 void ds_model_free(ds_model* m);
 
@@ -68,6 +79,8 @@ typedef struct ds_model_info {
     int unet_sample_size;       /* latent side the model was trained at (config sample_size) */
     const char* prediction_type;/* "epsilon" or "v_prediction" */
     const char* default_sampler;
+    const char* device;         /* where it runs: "cpu" or "cuda" */
+    const char* precision;      /* activation/weight storage on that device: "fp32", "fp16", "bf16" */
 } ds_model_info;
 ds_status ds_model_get_info(ds_context* ctx, const ds_model* m, ds_model_info* out);
 
