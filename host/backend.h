@@ -73,6 +73,8 @@ struct ds_backend {
     void (*upload)(ds_backend* be, float* dst, const float* src_host, int64_t n);
     void (*download)(ds_backend* be, float* dst_host, const float* src, int64_t n);
     void (*copy)(ds_backend* be, float* dst, const float* src, int64_t n);
+    // waits until every op issued so far has finished (timing; the CPU backend is synchronous)
+    void (*sync)(ds_backend* be);
 
     // ---- dense
     // y(M, N) = x(M, K) · w(N, K)ᵀ + bias(N)      [nn.Linear; bias may be NULL]

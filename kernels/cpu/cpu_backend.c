@@ -12,6 +12,8 @@ void openblas_set_num_threads(int num_threads);
 #define DS_CPU_HUGE ((size_t)2 << 20)
 #define DS_CPU_HUGE_MIN ((size_t)64 << 20)
 
+static void cpu_sync(ds_backend* be) { (void)be; }
+
 static float* cpu_alloc(ds_backend* be, int64_t n) {
     (void)be;
     if (n < 0) return NULL;
@@ -84,6 +86,7 @@ ds_backend* ds_backend_cpu_create(int threads) {
     be->upload = cpu_copy;
     be->download = cpu_copy;
     be->copy = cpu_copy;
+    be->sync = cpu_sync;
     be->linear = ds_cpu_linear;
     be->conv2d = ds_cpu_conv2d;
     be->group_norm = ds_cpu_group_norm;
