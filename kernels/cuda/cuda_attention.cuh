@@ -1,0 +1,62 @@
+// cuda_attention.cuh — internals shared by the attention sources (kernels/cuda/cuda_attention*.cu).
+//
+//   cuda_attention.cu        ds_cuda_attention: picks a kernel per batch range; the host-probe /
+//                            tile path (scores, softmax, capture, on_probs, P·V per row tile)
+//   cuda_attention_flash.cu  flash self-attention: scalar fp32 kernel, WMMA tensor-core kernel
+//   cuda_attention_cross.cu  short-key attention (text tokens) with the in-kernel capture
+// docs/cuda_attention.md explains the tiling and shared memory use.
+#ifndef DS_CUDA_ATTENTION_CUH
+#define DS_CUDA_ATTENTION_CUH
+
+#include "cuda_common.cuh"
+
+// One attention call restricted to batches [b0, b0 + nb); pointers are typed device addresses
+// (T* of the backend's activation type) already offset by nothing but the handle mapping.
+struct ds_attn_args {
+    const void* q;  // (B, Lq, ·) row stride qs elements; head h at column h·dh
+    const void* k;  // (B, Lk, ·) row stride ks
+    const void* v;  // (B, Lk, ·) row stride vs
+    void* out;      // (B, Lq, heads·dh) dense
+    int64_t qs, ks, vs;
+    int b0, nb;
+    int Lq, Lk, heads, dh;
+    float scale;
+    int causal;
+};
+
+// The in-op capture with the device address of its fp32 sum (backend.h's ds_attn_capture).
+struct ds_attn_cap {
+    float* sum;  // (batch_end − batch_begin, per_head ? heads : 1, Lq, Lk) fp32 device memory
+    int per_head;
+    uint64_t head_mask;  // bit h selects head h; heads ≥ 64 always selected
+    float weight;
+    int batch_begin, batch_end;
+};
+
+__host__ __device__ inline bool ds_attn_cap_head(uint64_t mask, int h) {
+    return h >= 64 || ((mask >> h) & 1u);
+}
+
+// Flash self-attention (cuda_attention_flash.cu). variant: 1 scalar fp32, 2 WMMA (fp16/bf16 only).
+void ds_attn_flash(ds_backend* be, const ds_attn_args& a, int variant);
+// Whether the WMMA kernel applies to this dtype / head size.
+bool ds_attn_flash_wmma_ok(ds_act_dtype dt, int dh);
+
+// Short-key attention with capture (cuda_attention_cross.cu). cap may be NULL. Returns false
+// (and launches nothing) when all Lk keys and values of a head do not fit in shared memory.
+bool ds_attn_cross_fits(ds_backend* be, int Lk, int dh, bool headsum);
+void ds_attn_cross(ds_backend* be, const ds_attn_args& a, const ds_attn_cap* cap);
+
+// Sets the opt-in dynamic shared memory limit of `kernel` once it needs more than 48 KiB.
+template <typename K> static inline void ds_attn_smem_optin(K* kernel, size_t bytes) {
+    if (bytes > 48 * 1024)
+        DS_CUDA_CHECK(cudaFuncSetAttribute((const void*)kernel,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+// Test hook: force a path for every following ds_cuda_attention call.
+//   0 automatic; 1 flash scalar; 2 flash WMMA (falls back to scalar where it does not apply);
+//   3 cross kernel (when it fits); 4 tile path (the host-probe path, without a callback)
+void ds_cuda_attention_force_path(int path);
+
+#endif

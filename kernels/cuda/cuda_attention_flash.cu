@@ -1,0 +1,328 @@
+// cuda_attention_flash.cu — flash-attention-style self-attention (SD's 64² … 8² maps: Lq = Lk up
+// to 4096, head dims 40 / 64 / 80 / 160). No Lq × Lk matrix ever exists: a block owns a tile of
+// query rows and streams the keys through shared memory in tiles, keeping per row the running
+// max m, the running sum l of exp(s − m) and the unnormalized output O (online softmax, fp32):
+//   m' = max(m, max_j s_j)        c = exp(m − m')        p_j = exp(s_j − m')
+//   l' = c·l + Σ_j p_j            O' = c·O + Σ_j p_j v_j
+// and writes O / l at the end. Causal masks (key j > query i) skip whole key tiles past the
+// block's last row and mask inside the diagonal tile.
+//
+// Variant 1 (scalar, any dtype / head size): plain fp32 arithmetic, one dot product per thread,
+// one warp per row for the softmax. The reference for variant 2.
+// Variant 2 (WMMA, fp16 / bf16): Q·Kᵀ and P·V on tensor cores through nvcuda::wmma m16n16k16
+// with fp32 accumulation. 4 warps × 16 query rows; the head dim is padded with zeros to a
+// multiple of 16 in shared memory (40 → 48, 80 → 96), so every head size of SD works. P is
+// rounded to the input type for the tensor-core product, and l sums the rounded values, so the
+// normalization matches what P·V actually used.
+#include "cuda_attention.cuh"
+
+#ifndef DS_EMULATOR
+#include <mma.h>
+#endif
+
+// ================================================================================================
+// Variant 1: scalar
+// ================================================================================================
+#define FS_THREADS 128
+#define FS_BQ 32
+
+static size_t fs_smem_floats(int bq, int bk, int dh) {
+    // Q, K (padded rows), V, S, O, then m / l / c per row
+    return (size_t)bq * dh + (size_t)bk * (dh + 1) + (size_t)bk * dh + (size_t)bq * bk +
+           (size_t)bq * dh + 3 * (size_t)bq;
+}
+
+// grid (ceil(Lq / bq), heads, nb), block FS_THREADS.
+template <typename T>
+__global__ void flash_scalar_kernel(const T* __restrict__ q,  // (B, Lq, ·) stride qs
+                                    const T* __restrict__ k,  // (B, Lk, ·) stride ks
+                                    const T* __restrict__ v,  // (B, Lk, ·) stride vs
+                                    T* __restrict__ out,      // (B, Lq, heads·dh)
+                                    int64_t qs, int64_t ks, int64_t vs, int b0, int Lq, int Lk,
+                                    int heads, int dh, float scale, int causal, int bq, int bk) {
+    DS_DYN_SHARED(float, smem);
+    float* Qs = smem;                        // bq × dh
+    float* Ks = Qs + (size_t)bq * dh;        // bk × (dh + 1): padded against bank conflicts
+    float* Vs = Ks + (size_t)bk * (dh + 1);  // bk × dh
+    float* Ss = Vs + (size_t)bk * dh;        // bq × bk: scores, then p
+    float* Os = Ss + (size_t)bq * bk;        // bq × dh: unnormalized output
+    float* Ms = Os + (size_t)bq * dh;        // bq running max
+    float* Ls = Ms + bq;                     // bq running sum
+    float* Cs = Ls + bq;                     // bq rescale factor of this key tile
+
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const int lane = tid & 31, warp = tid >> 5, nwarps = nt >> 5;
+    const int b = b0 + blockIdx.z, h = blockIdx.y;
+    const int q0 = blockIdx.x * bq;
+    const int nr = min(bq, Lq - q0);
+    const T* qb = q + ((int64_t)b * Lq + q0) * qs + (int64_t)h * dh;
+    const T* kb = k + (int64_t)b * Lk * ks + (int64_t)h * dh;
+    const T* vb = v + (int64_t)b * Lk * vs + (int64_t)h * dh;
+
+    for (int i = tid; i < nr * dh; i += nt) {
+        const int r = i / dh, d = i - r * dh;
+        Qs[i] = ds_to_f32(qb[(int64_t)r * qs + d]);
+        Os[i] = 0.0f;
+    }
+    for (int r = tid; r < nr; r += nt) {
+        Ms[r] = -INFINITY;
+        Ls[r] = 0.0f;
+    }
+    // causal: no key beyond the block's last query row is visible
+    const int kend = causal ? min(Lk, q0 + nr) : Lk;
+    for (int k0 = 0; k0 < kend; k0 += bk) {
+        const int kn = min(bk, kend - k0);
+        __syncthreads();  // the previous tile's P·V is done with Vs and Ss
+        for (int i = tid; i < kn * dh; i += nt) {
+            const int j = i / dh, d = i - j * dh;
+            Ks[j * (dh + 1) + d] = ds_to_f32(kb[(int64_t)(k0 + j) * ks + d]);
+            Vs[i] = ds_to_f32(vb[(int64_t)(k0 + j) * vs + d]);
+        }
+        __syncthreads();
+        for (int i = tid; i < nr * kn; i += nt) {
+            const int r = i / kn, c = i - r * kn;
+            float s;
+            if (causal && k0 + c > q0 + r) {
+                s = -INFINITY;
+            } else {
+                const float* qr = Qs + r * dh;
+                const float* kr = Ks + c * (dh + 1);
+                s = 0.0f;
+                for (int d = 0; d < dh; d++) s += qr[d] * kr[d];
+                s *= scale;
+            }
+            Ss[r * bk + c] = s;
+        }
+        __syncthreads();
+        for (int r = warp; r < nr; r += nwarps) {
+            float* sr = Ss + r * bk;
+            float mx = -INFINITY;
+            for (int c = lane; c < kn; c += 32) mx = fmaxf(mx, sr[c]);
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float m_old = Ms[r];
+            const float m_new = fmaxf(m_old, mx);
+            // m_new = −∞: every key so far is masked for this row (p = 0, nothing to rescale)
+            const bool none = m_new == -INFINITY;
+            float sum = 0.0f;
+            for (int c = lane; c < kn; c += 32) {
+                const float p = none ? 0.0f : expf(sr[c] - m_new);
+                sr[c] = p;
+                sum += p;
+            }
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            const float corr = none ? 1.0f : expf(m_old - m_new);  // exp(−∞) = 0 on the first tile
+            __syncwarp();  // every lane has read Ms[r] before lane 0 rewrites it
+            if (lane == 0) {
+                Ms[r] = m_new;
+                Ls[r] = Ls[r] * corr + sum;
+                Cs[r] = corr;
+            }
+        }
+        __syncthreads();
+        for (int i = tid; i < nr * dh; i += nt) {
+            const int r = i / dh, d = i - r * dh;
+            const float* pr = Ss + r * bk;
+            float o = 0.0f;
+            for (int c = 0; c < kn; c++) o += pr[c] * Vs[c * dh + d];
+            Os[i] = Os[i] * Cs[r] + o;
+        }
+    }
+    __syncthreads();
+    const int64_t ldo = (int64_t)heads * dh;
+    T* ob = out + ((int64_t)b * Lq + q0) * ldo + (int64_t)h * dh;
+    for (int i = tid; i < nr * dh; i += nt) {
+        const int r = i / dh, d = i - r * dh;
+        ob[(int64_t)r * ldo + d] = ds_from_f32<T>(Os[i] / Ls[r]);
+    }
+}
+
+template <typename T> static void flash_scalar_launch(ds_backend* be, const ds_attn_args& a) {
+    const size_t lim = ds_cuda_max_smem(be);
+    int bk = 64;
+    while (bk > 8 && fs_smem_floats(FS_BQ, bk, a.dh) * sizeof(float) > lim) bk /= 2;
+    const size_t smem = fs_smem_floats(FS_BQ, bk, a.dh) * sizeof(float);
+    DS_ASSERT(smem <= lim);
+    auto* kern = flash_scalar_kernel<T>;
+    ds_attn_smem_optin(kern, smem);
+    dim3 grid(ds_div_up(a.Lq, FS_BQ), a.heads, a.nb);
+    DS_LAUNCH(kern, grid, FS_THREADS, smem, ds_cuda_stream(be), (const T*)a.q, (const T*)a.k,
+              (const T*)a.v, (T*)a.out, a.qs, a.ks, a.vs, a.b0, a.Lq, a.Lk, a.heads, a.dh, a.scale,
+              a.causal, FS_BQ, bk);
+}
+
+// ================================================================================================
+// Variant 2: tensor cores (WMMA)
+// ================================================================================================
+#define FW_WARPS 4
+#define FW_BQ (16 * FW_WARPS)  // query rows per block: 16 per warp
+#define FW_BK 64               // keys per tile
+#define FW_MAX_DH 256
+
+// Shared memory layout of the WMMA kernel; every region starts 128-byte aligned (WMMA needs 32).
+struct fw_layout {
+    size_t q, k, v, s, p, o, l, total;  // byte offsets
+};
+static inline size_t fw_align(size_t x) { return (x + 127) & ~(size_t)127; }
+template <typename T> static fw_layout fw_make_layout(int dp) {
+    fw_layout L;
+    size_t off = 0;
+    L.q = off; off = fw_align(off + sizeof(T) * FW_BQ * dp);                    // Q tile (bq × dp)
+    L.k = off; off = fw_align(off + sizeof(T) * FW_BK * dp);                    // K tile (bk × dp)
+    L.v = off; off = fw_align(off + sizeof(T) * FW_BK * dp);                    // V tile (bk × dp)
+    L.s = off; off = fw_align(off + sizeof(float) * FW_WARPS * 16 * FW_BK);     // S per warp
+    L.p = off; off = fw_align(off + sizeof(T) * FW_WARPS * 16 * FW_BK);         // P per warp
+    L.o = off; off = fw_align(off + sizeof(float) * FW_BQ * dp);                // O (bq × dp)
+    L.l = off; off = fw_align(off + sizeof(float) * FW_BQ);                     // l per row
+    L.total = off;
+    return L;
+}
+
+// grid (ceil(Lq / FW_BQ), heads, nb), block 32 · FW_WARPS. dp = dh rounded up to 16.
+template <typename T>
+__global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) stride qs
+                                  const T* __restrict__ k,  // (B, Lk, ·) stride ks
+                                  const T* __restrict__ v,  // (B, Lk, ·) stride vs
+                                  T* __restrict__ out,      // (B, Lq, heads·dh)
+                                  int64_t qs, int64_t ks, int64_t vs, int b0, int Lq, int Lk,
+                                  int heads, int dh, int dp, float scale, int causal,
+                                  fw_layout lay) {
+    using namespace nvcuda;
+    DS_DYN_SHARED(unsigned char, smem);
+    T* Qs = (T*)(smem + lay.q);      // FW_BQ × dp, zero-padded rows and columns
+    T* Ks = (T*)(smem + lay.k);      // FW_BK × dp
+    T* Vs = (T*)(smem + lay.v);      // FW_BK × dp
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const int lane = tid & 31, warp = tid >> 5;
+    float* Sw = (float*)(smem + lay.s) + warp * 16 * FW_BK;  // this warp's 16 × FW_BK scores
+    T* Pw = (T*)(smem + lay.p) + warp * 16 * FW_BK;          // its probabilities
+    float* Ow = (float*)(smem + lay.o) + (size_t)warp * 16 * dp;  // its 16 × dp output rows
+    float* Lw = (float*)(smem + lay.l) + warp * 16;
+
+    const int b = b0 + blockIdx.z, h = blockIdx.y;
+    const int q0 = blockIdx.x * FW_BQ;
+    const int nr = min(FW_BQ, Lq - q0);
+    const T* qb = q + ((int64_t)b * Lq + q0) * qs + (int64_t)h * dh;
+    const T* kb = k + (int64_t)b * Lk * ks + (int64_t)h * dh;
+    const T* vb = v + (int64_t)b * Lk * vs + (int64_t)h * dh;
+    const T zero = ds_from_f32<T>(0.0f);
+
+    float* Os = (float*)(smem + lay.o);
+    for (int i = tid; i < FW_BQ * dp; i += nt) {
+        const int r = i / dp, d = i - r * dp;
+        Qs[i] = (r < nr && d < dh) ? qb[(int64_t)r * qs + d] : zero;
+        Os[i] = 0.0f;
+    }
+    // Softmax ownership: lane pair (2r, 2r+1) owns row r of the warp's 16, each lane one half of
+    // the key tile's columns; both lanes keep the row's m and l.
+    const int row = lane >> 1, half = lane & 1;
+    const int qi = q0 + warp * 16 + row;  // this lane's query row
+    float m = -INFINITY, l = 0.0f;
+
+    const int kend = causal ? min(Lk, q0 + nr) : Lk;
+    for (int k0 = 0; k0 < kend; k0 += FW_BK) {
+        const int kn = min(FW_BK, kend - k0);
+        __syncthreads();  // every warp is done with the previous K / V tile
+        for (int i = tid; i < FW_BK * dp; i += nt) {
+            const int j = i / dp, d = i - j * dp;
+            const bool in = j < kn && d < dh;
+            Ks[i] = in ? kb[(int64_t)(k0 + j) * ks + d] : zero;
+            Vs[i] = in ? vb[(int64_t)(k0 + j) * vs + d] : zero;  // zero rows: 0 · V stays finite
+        }
+        __syncthreads();
+        // ---- S (16 × FW_BK) = Q_w (16 × dp) · Kᵀ (dp × FW_BK)
+        for (int n = 0; n < FW_BK / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.0f);
+            for (int kk = 0; kk < dp / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+                wmma::load_matrix_sync(fa, Qs + (size_t)warp * 16 * dp + kk * 16, dp);
+                // Kᵀ as a column-major (dp × keys) matrix is K row-major: column n = key n
+                wmma::load_matrix_sync(fb, Ks + (size_t)n * 16 * dp + kk * 16, dp);
+                wmma::mma_sync(acc, fa, fb, acc);
+            }
+            wmma::store_matrix_sync(Sw + n * 16, acc, FW_BK, wmma::mem_row_major);
+        }
+        __syncwarp();
+        // ---- online softmax of row `row`, columns [half · 32, half · 32 + 32)
+        const int c0 = half * (FW_BK / 2);
+        float* sr = Sw + row * FW_BK;
+        float mx = -INFINITY;
+        for (int c = c0; c < c0 + FW_BK / 2; c++) {
+            const bool vis = c < kn && !(causal && k0 + c > qi);
+            const float s = vis ? sr[c] * scale : -INFINITY;
+            sr[c] = s;
+            mx = fmaxf(mx, s);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        const float m_new = fmaxf(m, mx);
+        const bool none = m_new == -INFINITY;  // no visible key yet (a padded or masked row)
+        float sum = 0.0f;
+        T* pr = Pw + row * FW_BK;
+        for (int c = c0; c < c0 + FW_BK / 2; c++) {
+            const T p = ds_from_f32<T>(none ? 0.0f : expf(sr[c] - m_new));
+            pr[c] = p;
+            sum += ds_to_f32(p);  // the rounded value: what P·V will use
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        const float corr = none ? 1.0f : expf(m - m_new);
+        l = l * corr + sum;
+        m = m_new;
+        // rescale this row's O: the pair splits the dp columns
+        float* orow = Ow + (size_t)row * dp;
+        for (int d = half * (dp / 2); d < (half + 1) * (dp / 2); d++) orow[d] *= corr;
+        __syncwarp();
+        // ---- O_w (16 × dp) += P_w (16 × FW_BK) · V (FW_BK × dp)
+        for (int n = 0; n < dp / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::load_matrix_sync(acc, Ow + n * 16, dp, wmma::mem_row_major);
+            for (int kk = 0; kk < FW_BK / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
+                wmma::load_matrix_sync(fa, Pw + kk * 16, FW_BK);
+                wmma::load_matrix_sync(fb, Vs + (size_t)kk * 16 * dp + n * 16, dp);
+                wmma::mma_sync(acc, fa, fb, acc);
+            }
+            wmma::store_matrix_sync(Ow + n * 16, acc, dp, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    if (half == 0) Lw[row] = l;
+    __syncwarp();
+    const int64_t ldo = (int64_t)heads * dh;
+    for (int i = lane; i < 16 * dh; i += 32) {
+        const int r = i / dh, d = i - r * dh;
+        const int qr = q0 + warp * 16 + r;
+        if (qr < Lq)
+            out[((int64_t)b * Lq + qr) * ldo + (int64_t)h * dh + d] =
+                ds_from_f32<T>(Ow[(size_t)r * dp + d] / Lw[r]);
+    }
+}
+
+template <typename T> static void flash_wmma_launch(ds_backend* be, const ds_attn_args& a) {
+    const int dp = (a.dh + 15) / 16 * 16;
+    const fw_layout lay = fw_make_layout<T>(dp);
+    DS_ASSERT(lay.total <= ds_cuda_max_smem(be));
+    auto* kern = flash_wmma_kernel<T>;
+    ds_attn_smem_optin(kern, lay.total);
+    dim3 grid(ds_div_up(a.Lq, FW_BQ), a.heads, a.nb);
+    DS_LAUNCH(kern, grid, 32 * FW_WARPS, lay.total, ds_cuda_stream(be), (const T*)a.q,
+              (const T*)a.k, (const T*)a.v, (T*)a.out, a.qs, a.ks, a.vs, a.b0, a.Lq, a.Lk, a.heads,
+              a.dh, dp, a.scale, a.causal, lay);
+}
+
+bool ds_attn_flash_wmma_ok(ds_act_dtype dt, int dh) {
+    // odd head sizes stay scalar (the padded tile would waste most of the tensor-core work)
+    return (dt == DS_ACT_F16 || dt == DS_ACT_BF16) && dh % 2 == 0 && dh <= FW_MAX_DH;
+}
+
+void ds_attn_flash(ds_backend* be, const ds_attn_args& a, int variant) {
+    if (a.nb <= 0) return;
+    const ds_act_dtype dt = ds_cuda_act_dtype(be);
+    if (variant == 2 && ds_attn_flash_wmma_ok(dt, a.dh)) {
+        if (dt == DS_ACT_F16) flash_wmma_launch<__half>(be, a);
+        else flash_wmma_launch<__nv_bfloat16>(be, a);
+        return;
+    }
+    DS_DISPATCH(dt, T, flash_scalar_launch<T>(be, a));
+}
