@@ -4,7 +4,21 @@
 #include "io.h"
 #include "model.h"
 
-ds_context* ds_context_create(void) { return calloc(1, sizeof(ds_context)); }
+// $DIFFSCOPE_DEVICE (cpu|cuda|auto) and $DIFFSCOPE_PRECISION (fp32|fp16|bf16) set a new context's
+// device; unknown values are ignored (ds_context_set_device and the CLI flags override them).
+ds_context* ds_context_create(void) {
+    ds_context* ctx = calloc(1, sizeof(ds_context));
+    if (!ctx) return NULL;
+    const char* d = getenv("DIFFSCOPE_DEVICE");
+    const char* p = getenv("DIFFSCOPE_PRECISION");
+    if (d && !strcmp(d, "cpu")) ctx->device = DS_DEVICE_CPU;
+    if (d && !strcmp(d, "cuda")) ctx->device = DS_DEVICE_CUDA;
+    if (p && !strcmp(p, "fp32")) ctx->precision = DS_PRECISION_FP32;
+    if (p && !strcmp(p, "fp16")) ctx->precision = DS_PRECISION_FP16;
+    if (p && !strcmp(p, "bf16")) ctx->precision = DS_PRECISION_BF16;
+    if (ctx->device == DS_DEVICE_CPU) ctx->precision = DS_PRECISION_DEFAULT;
+    return ctx;
+}
 void ds_context_free(ds_context* ctx) { free(ctx); }
 
 const char* ds_last_error(const ds_context* ctx) { return ctx ? ctx->err.msg : "no context"; }

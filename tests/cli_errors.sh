@@ -65,9 +65,10 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   # no GPU here: asking for one is an error naming the flag; auto falls back with a one-line notice
   expect_fail "--device cuda without a GPU" "^diffscope: --device cuda: " "$BIN" generate --model $M --prompt x --out "$T/g.png" --steps 1 --device cuda
   no_file "$T/g.png" "a refused --device cuda leaves no image"
-  out=$("$BIN" info --model $M 2>&1 >/dev/null)
+  expect_fail "DIFFSCOPE_DEVICE=cuda without a GPU" "^diffscope: --device cuda: " env DIFFSCOPE_DEVICE=cuda "$BIN" info --model $M
+  out=$("$BIN" info --model $M --device auto 2>&1 >/dev/null)
   if [ "$(grep -c "running on the CPU" <<<"$out")" = 1 ]; then passes=$((passes+1)); else echo "FAIL auto notice: $out"; fails=$((fails+1)); fi
-  out=$("$BIN" info --model $M --quiet 2>&1 >/dev/null)
+  out=$("$BIN" info --model $M --device auto --quiet 2>&1 >/dev/null)
   if [ -z "$out" ]; then passes=$((passes+1)); else echo "FAIL --quiet keeps the device notice: $out"; fails=$((fails+1)); fi
 fi
 

@@ -50,18 +50,20 @@ int cli_load_model(ds_context* ctx, const char* path, int quiet, ds_model** m) {
         }
         if (!quiet) fprintf(stderr, "using the embedded default model %s\n", path);
     }
-    ds_device dev = DS_DEVICE_AUTO;
-    if (args_device && !strcmp(args_device, "cpu")) dev = DS_DEVICE_CPU;
-    if (args_device && !strcmp(args_device, "cuda")) dev = DS_DEVICE_CUDA;
-    ds_precision prec = DS_PRECISION_DEFAULT;
-    if (args_precision && !strcmp(args_precision, "fp32")) prec = DS_PRECISION_FP32;
-    if (args_precision && !strcmp(args_precision, "fp16")) prec = DS_PRECISION_FP16;
-    if (args_precision && !strcmp(args_precision, "bf16")) prec = DS_PRECISION_BF16;
-    if (dev == DS_DEVICE_AUTO && prec != DS_PRECISION_DEFAULT && prec != DS_PRECISION_FP32)
-        dev = DS_DEVICE_CUDA;  // fp16/bf16 exist only on the GPU: asking for them asks for the GPU
-    if (ds_context_set_device(ctx, dev, prec) != DS_OK) {
-        fprintf(stderr, "diffscope: %s\n", ds_last_error(ctx));
-        return 2;
+    if (args_device || args_precision) {  // else $DIFFSCOPE_DEVICE / $DIFFSCOPE_PRECISION, else auto
+        ds_precision prec = DS_PRECISION_DEFAULT;
+        if (args_precision && !strcmp(args_precision, "fp32")) prec = DS_PRECISION_FP32;
+        if (args_precision && !strcmp(args_precision, "fp16")) prec = DS_PRECISION_FP16;
+        if (args_precision && !strcmp(args_precision, "bf16")) prec = DS_PRECISION_BF16;
+        // fp16/bf16 exist only on the GPU: asking for them without --device asks for the GPU
+        ds_device dev = prec == DS_PRECISION_FP16 || prec == DS_PRECISION_BF16 ? DS_DEVICE_CUDA : DS_DEVICE_AUTO;
+        if (args_device && !strcmp(args_device, "auto")) dev = DS_DEVICE_AUTO;
+        if (args_device && !strcmp(args_device, "cpu")) dev = DS_DEVICE_CPU;
+        if (args_device && !strcmp(args_device, "cuda")) dev = DS_DEVICE_CUDA;
+        if (ds_context_set_device(ctx, dev, prec) != DS_OK) {
+            fprintf(stderr, "diffscope: %s\n", ds_last_error(ctx));
+            return 2;
+        }
     }
     if (ds_model_load(ctx, path, m) != DS_OK) {
         fprintf(stderr, "diffscope: %s\n", ds_last_error(ctx));
