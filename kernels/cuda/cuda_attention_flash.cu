@@ -268,24 +268,32 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
         const float corr = none ? 1.0f : expf(m - m_new);
         l = l * corr + sum;
         m = m_new;
-        // rescale this row's O: the pair splits the dp columns
-        float* orow = Ow + (size_t)row * dp;
-        for (int d = half * (dp / 2); d < (half + 1) * (dp / 2); d++) orow[d] *= corr;
-        __syncwarp();
-        // ---- O_w (16 × dp) += P_w (16 × FW_BK) · V (FW_BK × dp)
-        for (int n = 0; n < dp / 16; n++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-            wmma::load_matrix_sync(acc, Ow + n * 16, dp, wmma::mem_row_major);
-            for (int kk = 0; kk < FW_BK / 16; kk++) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
-                wmma::load_matrix_sync(fa, Pw + kk * 16, FW_BK);
-                wmma::load_matrix_sync(fb, Vs + (size_t)kk * 16 * dp + n * 16, dp);
-                wmma::mma_sync(acc, fa, fb, acc);
+        // ---- O_w (16 × dp) = corr · O_w + P_w (16 × FW_BK) · V (FW_BK × dp), in column chunks of
+        // ≤ FW_BK: the product goes into S_w (free now: P is in P_w), then the lane pairs fold it
+        // into O_w row by row. O is never read-modified-written through a fragment, whose
+        // element-to-lane layout is unspecified, so the per-row rescale stays elementwise.
+        __syncwarp();  // every lane is done reading S_w and writing P_w
+        for (int d0 = 0; d0 < dp; d0 += FW_BK) {
+            const int w = min(FW_BK, dp - d0);
+            for (int n = 0; n < w / 16; n++) {
+                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+                wmma::fill_fragment(acc, 0.0f);
+                for (int kk = 0; kk < FW_BK / 16; kk++) {
+                    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
+                    wmma::load_matrix_sync(fa, Pw + kk * 16, FW_BK);
+                    wmma::load_matrix_sync(fb, Vs + (size_t)kk * 16 * dp + d0 + n * 16, dp);
+                    wmma::mma_sync(acc, fa, fb, acc);
+                }
+                wmma::store_matrix_sync(Sw + n * 16, acc, FW_BK, wmma::mem_row_major);
             }
-            wmma::store_matrix_sync(Ow + n * 16, acc, dp, wmma::mem_row_major);
+            __syncwarp();
+            float* orow = Ow + (size_t)row * dp + d0;
+            const float* prow = Sw + row * FW_BK;
+            for (int d = half * (w / 2); d < (half + 1) * (w / 2); d++)
+                orow[d] = orow[d] * corr + prow[d];
+            __syncwarp();  // S_w is rewritten by the next chunk / tile
         }
-        __syncwarp();
     }
     if (half == 0) Lw[row] = l;
     __syncwarp();
