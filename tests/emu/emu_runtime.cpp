@@ -1,0 +1,593 @@
+// emu_runtime.cpp — the SIMT emulator's execution engine: one fiber per CUDA thread, the blocks of
+// a grid one after another (all threads of the running block alive at once), __syncthreads as an
+// arrival count, warp collectives as (value, mask) rendezvous, deadlock detection, strict mode,
+// reversed schedule, shared-memory poisoning and a SIGSEGV report. See docs/cuda_emulator.md.
+//
+// Fibers: each gets its own mmap'ed stack with a guard page below it, is entered ONCE through
+// makecontext/setcontext (which cost syscalls), and then parks in a loop; every later switch is
+// _setjmp/_longjmp (no syscall, ~10 ns). Fibers are created on demand and reused by every block of
+// every launch. _FORTIFY_SOURCE would turn longjmp into __longjmp_chk, which aborts when jumping to
+// another stack, hence the #undef.
+#undef _FORTIFY_SOURCE
+#define _FORTIFY_SOURCE 0
+
+#include <cuda_runtime.h>
+
+#include <csetjmp>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <signal.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+#include <vector>
+
+#include "emu_abi.h"
+#include "emu_internal.h"
+
+enum FiberState { F_RUNNABLE, F_BARRIER, F_WARP, F_DONE };
+
+struct Fiber {
+    emu_thread_pub pub;  // must stay first: emu_cur points here
+    FiberState state;
+    jmp_buf jb;
+    // the warp collective this lane waits in
+    int c_kind;
+    unsigned c_mask;
+    unsigned long long c_bits, c_result;
+    int c_arg, c_width;
+    char* stack_lo;  // lowest usable byte (the guard page is just below)
+    size_t stack_size;
+};
+
+// ---- globals read by the built-in variables ----------------------------------------------------
+emu_thread_pub* emu_cur = nullptr;
+uint3 emu_block_idx;
+dim3 emu_block_dim, emu_grid_dim;
+
+namespace {
+
+std::recursive_mutex g_launch_mu;  // one launch at a time (static __shared__ is one copy)
+std::vector<Fiber*> g_fibers;
+jmp_buf g_sched;                     // the scheduler's context (on the launching thread's stack)
+const std::function<void()>* g_body; // the running kernel, bound to its arguments
+Fiber* g_init_fiber;                 // handed to fiber_entry on its first (and only) entry
+
+// the running launch and block
+const char* g_kernel = nullptr;
+unsigned g_nthreads;                 // threads per block
+unsigned g_live;                     // not yet exited
+unsigned g_exited;
+unsigned g_bar_count;                // arrived at the current __syncthreads
+int g_bar_acc[3];                    // count / and / or of the predicates
+int g_bar_result;
+std::vector<unsigned> g_exited_mask; // per warp: lanes that have exited
+unsigned char* g_dyn_smem = nullptr; // dynamic shared memory (EMU_SMEM_OPTIN bytes, reused)
+
+emu_stats_t g_stats;
+
+// ---- configuration -----------------------------------------------------------------------------
+bool env_flag(const char* name) {
+    const char* v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+}  // namespace
+
+EmuConfig& emu_config() {
+    static EmuConfig c = [] {
+        EmuConfig k;
+        k.strict = env_flag("EMU_STRICT");
+        k.reverse = env_flag("EMU_REVERSE");
+        k.launch_errors_fatal = true;
+        const char* s = getenv("EMU_STACK_KB");
+        long kb = s ? atol(s) : 64;
+        k.stack_bytes = (size_t)(kb < 16 ? 16 : kb) * 1024;
+        return k;
+    }();
+    return c;
+}
+void emu_set_strict(bool on) { emu_config().strict = on; }
+bool emu_strict() { return emu_config().strict; }
+void emu_set_reverse(bool on) { emu_config().reverse = on; }
+bool emu_reverse() { return emu_config().reverse; }
+void emu_set_launch_errors_fatal(bool on) { emu_config().launch_errors_fatal = on; }
+emu_stats_t emu_stats() { return g_stats; }
+
+// ---- failure reports ---------------------------------------------------------------------------
+namespace {
+// "kernel K, block (x,y,z), thread (x,y,z)" for the running fiber, or "" outside a launch.
+void where(char* buf, size_t n) {
+    if (!g_kernel) { snprintf(buf, n, "outside any kernel"); return; }
+    int k = snprintf(buf, n, "kernel %s, block (%u,%u,%u)", g_kernel, emu_block_idx.x, emu_block_idx.y,
+                     emu_block_idx.z);
+    if (emu_cur && k > 0 && (size_t)k < n)
+        snprintf(buf + k, n - k, ", thread (%u,%u,%u)", emu_cur->tid.x, emu_cur->tid.y, emu_cur->tid.z);
+}
+}  // namespace
+
+void emu_fail(const char* fmt, ...) {
+    char w[256];
+    where(w, sizeof w);
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "emu: ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nemu: at %s\n", w);
+    fflush(stderr);
+    abort();
+}
+
+// ---- SIGSEGV / SIGBUS: name the kernel, block and thread, and what the address is --------------
+namespace {
+struct sigaction g_old_segv, g_old_bus;
+
+void fault_handler(int sig, siginfo_t* si, void*) {
+    char msg[768], w[256], what[256] = "";
+    where(w, sizeof w);
+    const char* addr = (const char*)si->si_addr;
+    if (!emu_mem_describe_fault(addr, what, sizeof what)) {
+        for (Fiber* f : g_fibers)
+            if (addr >= f->stack_lo - 4096 && addr < f->stack_lo) {
+                snprintf(what, sizeof what, "stack overflow of a CUDA thread (stacks are %zu KiB: set EMU_STACK_KB)",
+                         f->stack_size / 1024);
+                break;
+            }
+    }
+    int n = snprintf(msg, sizeof msg, "emu: %s at address %p%s%s\nemu: at %s\n",
+                     sig == SIGSEGV ? "segmentation fault" : "bus error", si->si_addr, *what ? ": " : "", what, w);
+    if (n > 0) { ssize_t r = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg); (void)r; }
+    signal(SIGABRT, SIG_DFL);
+    abort();
+}
+
+// The handler needs an alternate stack (a fiber's stack overflow leaves none), one per OS thread.
+void install_fault_handler() {
+    static thread_local bool have_altstack = false;
+    if (!have_altstack) {
+        stack_t ss;
+        ss.ss_size = 64 * 1024;
+        ss.ss_sp = mmap(nullptr, ss.ss_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        ss.ss_flags = 0;
+        if (ss.ss_sp != MAP_FAILED && sigaltstack(&ss, nullptr) == 0) have_altstack = true;
+    }
+    static bool installed = false;
+    if (!installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = fault_handler;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &g_old_segv);
+        sigaction(SIGBUS, &sa, &g_old_bus);
+        installed = true;
+    }
+}
+}  // namespace
+
+void emu_install_fault_handler() { install_fault_handler(); }
+
+// ---- fibers ------------------------------------------------------------------------------------
+namespace {
+
+void thread_exit(Fiber* f);
+
+// Park the running fiber and return to the scheduler; returns when the scheduler resumes it.
+__attribute__((noinline)) void fiber_yield(Fiber* f) {
+    if (!_setjmp(f->jb)) _longjmp(g_sched, 1);
+}
+
+// Every fiber lives here forever: park, run one CUDA thread when resumed, repeat.
+void fiber_entry() {
+    Fiber* f = g_init_fiber;
+    for (;;) {
+        if (!_setjmp(f->jb)) _longjmp(g_sched, 1);  // park (the first time: back to fiber_create)
+        (*g_body)();
+        thread_exit(f);
+    }
+}
+
+ucontext_t g_init_uc;
+
+Fiber* fiber_create() {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t ssize = (emu_config().stack_bytes + page - 1) / page * page;
+    char* base = (char*)mmap(nullptr, ssize + page, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED) emu_fail("cannot map a %zu KiB fiber stack", ssize / 1024);
+    mprotect(base, page, PROT_NONE);  // guard page: a stack overflow faults instead of corrupting
+    Fiber* f = new Fiber();
+    f->stack_lo = base + page;
+    f->stack_size = ssize;
+    f->state = F_DONE;
+    getcontext(&g_init_uc);
+    g_init_uc.uc_stack.ss_sp = f->stack_lo;
+    g_init_uc.uc_stack.ss_size = ssize;
+    g_init_uc.uc_link = nullptr;
+    makecontext(&g_init_uc, fiber_entry, 0);
+    g_init_fiber = f;
+    if (!_setjmp(g_sched)) setcontext(&g_init_uc);  // runs fiber_entry up to its first park
+    return f;
+}
+
+void ensure_fibers(unsigned n) {
+    while (g_fibers.size() < n) g_fibers.push_back(fiber_create());
+}
+
+inline Fiber* cur() { return (Fiber*)emu_cur; }
+
+// ---- block bookkeeping -------------------------------------------------------------------------
+inline unsigned warp_exists_mask(unsigned warp) {
+    unsigned n = g_nthreads - warp * 32;
+    return n >= 32 ? 0xffffffffu : ((1u << n) - 1);
+}
+
+void release_barrier() {
+    g_bar_result = 0;
+    g_bar_count = 0;
+    for (unsigned i = 0; i < g_nthreads; i++)
+        if (g_fibers[i]->state == F_BARRIER) g_fibers[i]->state = F_RUNNABLE;
+}
+
+const char* warp_kind_name(int k) {
+    static const char* names[] = {"__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync",
+                                  "__shfl_xor_sync", "__ballot_sync", "__any_sync", "__all_sync",
+                                  "__match_any_sync", "__reduce_add_sync", "__reduce_min_sync",
+                                  "__reduce_max_sync", "__reduce_min_sync", "__reduce_max_sync",
+                                  "__reduce_and_sync", "__reduce_or_sync", "__reduce_xor_sync"};
+    return k >= 0 && k < (int)(sizeof names / sizeof *names) ? names[k] : "warp collective";
+}
+
+bool try_complete_group(unsigned warp, unsigned mask);
+
+// A fiber finished its kernel body.
+void thread_exit(Fiber* f) {
+    f->state = F_DONE;
+    g_live--;
+    g_exited++;
+    unsigned warp = f->pub.linear / 32;
+    g_exited_mask[warp] |= 1u << f->pub.lane;
+    if (g_bar_count > 0) {
+        if (emu_config().strict)
+            emu_fail("strict: thread exited while %u thread(s) wait at __syncthreads (every live thread must "
+                     "reach each barrier)", g_bar_count);
+        if (g_bar_count == g_live) release_barrier();
+    }
+    // lanes of this warp waiting in a collective whose mask names this lane
+    for (unsigned l = 0; l < 32 && warp * 32 + l < g_nthreads; l++) {
+        Fiber* o = g_fibers[warp * 32 + l];
+        if (o->state != F_WARP || !(o->c_mask & (1u << f->pub.lane))) continue;
+        if (emu_config().strict)
+            emu_fail("strict: thread exited while lane %u waits in %s with mask 0x%08x naming it", l,
+                     warp_kind_name(o->c_kind), o->c_mask);
+        try_complete_group(warp, o->c_mask);
+    }
+}
+
+}  // namespace
+
+// ---- __syncthreads -----------------------------------------------------------------------------
+int emu_syncthreads_op(int op, int pred) {
+    Fiber* f = cur();
+    if (!f) emu_fail("__syncthreads called outside a kernel");
+    if (g_exited && emu_config().strict)
+        emu_fail("strict: __syncthreads reached after %u thread(s) of the block exited", g_exited);
+    g_bar_count++;
+    g_bar_acc[0] += pred != 0;
+    g_bar_acc[1] &= pred != 0;
+    g_bar_acc[2] |= pred != 0;
+    if (g_bar_count == g_live) {  // the last one in: release everybody, carry on without switching
+        int r = g_bar_acc[op];
+        release_barrier();
+        g_bar_result = r;
+        g_bar_acc[0] = 0; g_bar_acc[1] = 1; g_bar_acc[2] = 0;
+        return r;
+    }
+    f->state = F_BARRIER;
+    fiber_yield(f);
+    return g_bar_result;  // valid until the next barrier completes, which needs this thread
+}
+void emu_syncthreads_impl() { emu_syncthreads_op(0, 0); }
+
+// ---- warp collectives --------------------------------------------------------------------------
+namespace {
+
+// The group of lanes `mask` in `warp`: when every (live, existing) lane of it waits in a collective
+// with the same mask, compute each lane's result and release them all. Returns whether it did.
+bool try_complete_group(unsigned warp, unsigned mask) {
+    const bool strict = emu_config().strict;
+    unsigned eff = mask & warp_exists_mask(warp) & ~g_exited_mask[warp];
+    Fiber** lanes = &g_fibers[warp * 32];
+    int kind0 = -1;
+    for (unsigned m = eff; m; m &= m - 1) {
+        Fiber* o = lanes[__builtin_ctz(m)];
+        if (o->state != F_WARP) return false;
+        if (o->c_mask != mask) {
+            if (strict)
+                emu_fail("strict: lanes of warp %u disagree on the mask of a warp collective (0x%08x vs 0x%08x)",
+                         warp, mask, o->c_mask);
+            return false;
+        }
+        if (kind0 < 0) kind0 = o->c_kind;
+        else if (o->c_kind != kind0 && strict)
+            emu_fail("strict: lanes of warp %u with mask 0x%08x are in different collectives (%s vs %s)", warp, mask,
+                     warp_kind_name(kind0), warp_kind_name(o->c_kind));
+    }
+    // everyone is here: results (each lane by its own operation and arguments)
+    unsigned vote = 0;
+    for (unsigned m = eff; m; m &= m - 1)
+        if (lanes[__builtin_ctz(m)]->c_bits) vote |= 1u << __builtin_ctz(m);
+    for (unsigned m = eff; m; m &= m - 1) {
+        unsigned j = __builtin_ctz(m);
+        Fiber* o = lanes[j];
+        int w = o->c_width, arg = o->c_arg;
+        unsigned long long r = 0;
+        int src = -1;
+        switch (o->c_kind) {
+        case EMU_W_SYNC: break;
+        case EMU_W_SHFL: src = (int)(j - j % w) + ((arg % w) + w) % w; break;
+        case EMU_W_UP: src = (int)(j % w) >= arg ? (int)j - arg : (int)j; break;
+        case EMU_W_DOWN: src = (int)(j % w) + arg < w ? (int)j + arg : (int)j; break;
+        case EMU_W_XOR:
+            src = (int)j ^ arg;
+            if (src >= 32 || (src & ~(w - 1)) > ((int)j & ~(w - 1))) src = (int)j;  // later segment: own value
+            break;
+        case EMU_W_BALLOT: r = vote; break;
+        case EMU_W_ANY: r = vote != 0; break;
+        case EMU_W_ALL: r = vote == eff; break;
+        case EMU_W_MATCH_ANY:
+            for (unsigned q = eff; q; q &= q - 1)
+                if (lanes[__builtin_ctz(q)]->c_bits == o->c_bits) r |= 1ull << __builtin_ctz(q);
+            break;
+        default: {  // 32-bit reductions
+            bool first = true;
+            unsigned acc = 0;
+            for (unsigned q = eff; q; q &= q - 1) {
+                unsigned v = (unsigned)lanes[__builtin_ctz(q)]->c_bits;
+                if (first) { acc = v; first = false; continue; }
+                switch (o->c_kind) {
+                case EMU_W_RED_ADD: acc += v; break;
+                case EMU_W_RED_MIN: acc = (int)v < (int)acc ? v : acc; break;
+                case EMU_W_RED_MAX: acc = (int)v > (int)acc ? v : acc; break;
+                case EMU_W_RED_UMIN: acc = v < acc ? v : acc; break;
+                case EMU_W_RED_UMAX: acc = v > acc ? v : acc; break;
+                case EMU_W_RED_AND: acc &= v; break;
+                case EMU_W_RED_OR: acc |= v; break;
+                default: acc ^= v; break;
+                }
+            }
+            r = acc;
+        }
+        }
+        if (src >= 0) {
+            if (src == (int)j || (eff >> src & 1u)) r = lanes[src]->c_bits;
+            else if (strict)
+                emu_fail("strict: lane %u of warp %u reads lane %d in %s, which is not in the mask 0x%08x (or has "
+                         "exited, or does not exist)", j, warp, src, warp_kind_name(o->c_kind), mask);
+            else r = o->c_bits;  // undefined on the GPU; the emulator returns the lane's own value
+        }
+        o->c_result = r;
+    }
+    for (unsigned m = eff; m; m &= m - 1) lanes[__builtin_ctz(m)]->state = F_RUNNABLE;
+    return true;
+}
+
+}  // namespace
+
+unsigned long long emu_warp_op(int kind, unsigned mask, unsigned long long bits, int arg, int width) {
+    Fiber* f = cur();
+    if (!f) emu_fail("%s called outside a kernel", warp_kind_name(kind));
+    unsigned lane = f->pub.lane, warp = f->pub.linear / 32;
+    if (!(mask >> lane & 1u))
+        emu_fail("%s: mask 0x%08x does not name the calling lane %u", warp_kind_name(kind), mask, lane);
+    if (width <= 0 || width > 32 || (width & (width - 1)))
+        emu_fail("%s: width %d is not a power of two in 1..32", warp_kind_name(kind), width);
+    if (emu_config().strict) {
+        unsigned bad = mask & ~warp_exists_mask(warp);
+        if (bad)
+            emu_fail("strict: %s mask 0x%08x names lanes that do not exist (the block's last warp has %u lanes)",
+                     warp_kind_name(kind), mask, g_nthreads - warp * 32);
+        bad = mask & g_exited_mask[warp];
+        if (bad)
+            emu_fail("strict: %s mask 0x%08x names lanes that have exited (0x%08x)", warp_kind_name(kind), mask, bad);
+    }
+    f->c_kind = kind;
+    f->c_mask = mask;
+    f->c_bits = bits;
+    f->c_arg = arg;
+    f->c_width = width;
+    f->state = F_WARP;
+    if (!try_complete_group(warp, mask)) fiber_yield(f);
+    return f->c_result;
+}
+
+unsigned emu_activemask() {
+    Fiber* f = cur();
+    if (!f) emu_fail("__activemask called outside a kernel");
+    unsigned warp = f->pub.linear / 32;
+    return warp_exists_mask(warp) & ~g_exited_mask[warp];
+}
+
+void* emu_dynamic_shared() {
+    if (!emu_cur) emu_fail("emu_dynamic_shared (DS_DYN_SHARED) called outside a kernel");
+    return g_dyn_smem;
+}
+
+// ---- static __shared__: the emu_shared section, poisoned before every block --------------------
+extern "C" {
+extern unsigned char __start_emu_shared[] __attribute__((weak));
+extern unsigned char __stop_emu_shared[] __attribute__((weak));
+}
+
+namespace {
+
+// Poisoning the whole section (every kernel's __shared__ variables) before each block costs one
+// memset of its size. When the section is large, the first block of a launch poisons all of it and
+// the range that block wrote is learned; later blocks of that launch re-poison only that range.
+struct SharedPoison {
+    unsigned char* lo = nullptr;
+    unsigned char* hi = nullptr;
+    bool learned = false;
+    void start_launch() { lo = __start_emu_shared; hi = __stop_emu_shared; learned = false; }
+    void before_block() { if (lo && hi > lo) memset(lo, 0xff, (size_t)(hi - lo)); }
+    void after_block() {
+        if (learned || !__start_emu_shared) return;
+        learned = true;
+        size_t size = (size_t)(__stop_emu_shared - __start_emu_shared);
+        if (size <= 64 * 1024) return;  // small: keep poisoning all of it
+        unsigned char *a = __start_emu_shared, *b = __stop_emu_shared;
+        while (a < b && *a == 0xff) a++;
+        while (b > a && b[-1] == 0xff) b--;
+        lo = a;
+        hi = b;
+    }
+} g_shared;
+
+std::map<const void*, size_t> g_func_smem;
+
+void deadlock_report() {
+    fprintf(stderr, "emu: deadlock in kernel %s, block (%u,%u,%u) of grid (%u,%u,%u), %u threads per block:\n",
+            g_kernel, emu_block_idx.x, emu_block_idx.y, emu_block_idx.z, emu_grid_dim.x, emu_grid_dim.y,
+            emu_grid_dim.z, g_nthreads);
+    // consecutive threads in the same wait, as ranges
+    unsigned i = 0;
+    while (i < g_nthreads) {
+        Fiber* f = g_fibers[i];
+        unsigned j = i + 1;
+        while (j < g_nthreads && g_fibers[j]->state == f->state &&
+               (f->state != F_WARP || (g_fibers[j]->c_kind == f->c_kind && g_fibers[j]->c_mask == f->c_mask)) &&
+               (j % 32 != 0 || f->state != F_WARP))
+            j++;
+        const char* what = f->state == F_DONE ? "exited" : f->state == F_BARRIER ? "wait at __syncthreads"
+                           : f->state == F_WARP ? warp_kind_name(f->c_kind) : "runnable";
+        if (f->state == F_WARP)
+            fprintf(stderr, "emu:   threads %u-%u (warp %u): wait in %s, mask 0x%08x\n", i, j - 1, i / 32, what, f->c_mask);
+        else
+            fprintf(stderr, "emu:   threads %u-%u: %s\n", i, j - 1, what);
+        i = j;
+    }
+    fprintf(stderr, "emu: (%u at the barrier, %u live; every live thread must reach each __syncthreads, and every "
+                    "lane named in a collective's mask must reach it)\n", g_bar_count, g_live);
+    emu_cur = nullptr;
+    emu_fail("deadlock in kernel %s", g_kernel);
+}
+
+// Run every thread of the current block to completion.
+void run_block() {
+    const unsigned n = g_nthreads;
+    const bool rev = emu_config().reverse;
+    unsigned remaining = n;
+    while (remaining) {
+        bool progress = false;
+        for (unsigned k = 0; k < n; k++) {
+            Fiber* f = g_fibers[rev ? n - 1 - k : k];
+            if (f->state != F_RUNNABLE) continue;
+            emu_cur = &f->pub;
+            g_stats.switches++;
+            if (!_setjmp(g_sched)) _longjmp(f->jb, 1);
+            progress = true;
+            if (f->state == F_DONE) remaining--;
+        }
+        if (!progress) deadlock_report();
+    }
+    emu_cur = nullptr;
+}
+
+void run_grid(const char* name, dim3 grid, dim3 block, size_t dyn_smem, const std::function<void()>& body) {
+    std::lock_guard<std::recursive_mutex> lock(g_launch_mu);
+    if (g_kernel) emu_fail("kernel %s launched from inside kernel %s (no dynamic parallelism)", name, g_kernel);
+    install_fault_handler();
+    const unsigned n = block.x * block.y * block.z;
+    ensure_fibers(n);
+    if (!g_dyn_smem) {
+        g_dyn_smem = (unsigned char*)aligned_alloc(256, EMU_SMEM_OPTIN);
+        if (!g_dyn_smem) emu_fail("out of memory for dynamic shared memory");
+    }
+    g_kernel = name;
+    g_body = &body;
+    g_nthreads = n;
+    emu_block_dim = block;
+    emu_grid_dim = grid;
+    g_exited_mask.assign((n + 31) / 32, 0);
+    g_shared.start_launch();
+    g_stats.launches++;
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) {
+                emu_block_idx = make_uint3(bx, by, bz);
+                g_shared.before_block();
+                if (dyn_smem) memset(g_dyn_smem, 0xff, dyn_smem);
+                unsigned i = 0;
+                for (unsigned z = 0; z < block.z; z++)
+                    for (unsigned y = 0; y < block.y; y++)
+                        for (unsigned x = 0; x < block.x; x++, i++) {
+                            Fiber* f = g_fibers[i];
+                            f->pub.tid = make_uint3(x, y, z);
+                            f->pub.linear = i;
+                            f->pub.lane = i % 32;
+                            f->state = F_RUNNABLE;
+                        }
+                g_live = n;
+                g_exited = 0;
+                g_bar_count = 0;
+                g_bar_acc[0] = 0; g_bar_acc[1] = 1; g_bar_acc[2] = 0;
+                for (auto& m : g_exited_mask) m = 0;
+                run_block();
+                g_shared.after_block();
+                g_stats.blocks++;
+                g_stats.threads += n;
+            }
+    g_kernel = nullptr;
+    g_body = nullptr;
+}
+
+}  // namespace
+
+size_t emu_func_max_dyn_smem(const void* fn) {
+    std::lock_guard<std::recursive_mutex> lock(g_launch_mu);
+    auto it = g_func_smem.find(fn);
+    return it == g_func_smem.end() ? EMU_SMEM_DEFAULT : it->second;
+}
+void emu_func_set_max_dyn_smem(const void* fn, size_t bytes) {
+    std::lock_guard<std::recursive_mutex> lock(g_launch_mu);
+    g_func_smem[fn] = bytes;
+}
+
+// ---- launch ------------------------------------------------------------------------------------
+void emu_launch_erased(const char* name, const void* fn, dim3 grid, dim3 block, size_t dyn_smem,
+                       cudaStream_t stream, std::function<void()> body) {
+    char why[200] = "";
+    cudaError_t err = cudaSuccess;
+    unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;
+    if (!block.x || !block.y || !block.z || !grid.x || !grid.y || !grid.z) {
+        err = cudaErrorInvalidConfiguration;
+        snprintf(why, sizeof why, "a zero grid or block dimension");
+    } else if (nthreads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) {
+        err = cudaErrorInvalidConfiguration;
+        snprintf(why, sizeof why, "block (%u,%u,%u) exceeds 1024 threads / (1024,1024,64)", block.x, block.y, block.z);
+    } else if (grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) {
+        err = cudaErrorInvalidConfiguration;
+        snprintf(why, sizeof why, "grid (%u,%u,%u) exceeds (2^31-1,65535,65535)", grid.x, grid.y, grid.z);
+    } else if (dyn_smem > emu_func_max_dyn_smem(fn)) {
+        err = cudaErrorInvalidValue;
+        snprintf(why, sizeof why, "%zu bytes of dynamic shared memory > the kernel's limit %zu (raise it with "
+                 "cudaFuncSetAttribute(MaxDynamicSharedMemorySize), at most %u)", dyn_smem,
+                 emu_func_max_dyn_smem(fn), (unsigned)EMU_SMEM_OPTIN);
+    }
+    if (err != cudaSuccess) {
+        emu_set_error(err);
+        if (emu_config().launch_errors_fatal)
+            emu_fail("launch of %s failed: %s: %s", name, cudaGetErrorName(err), why);
+        return;
+    }
+    auto shared_body = std::make_shared<std::function<void()>>(std::move(body));
+    emu_stream_do(stream, [name, grid, block, dyn_smem, shared_body]() {
+        run_grid(name, grid, block, dyn_smem, *shared_body);
+    });
+}
