@@ -67,6 +67,14 @@ const char* ds_cublas_status_name(cublasStatus_t s);
 #endif
 
 static inline unsigned ds_div_up(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
+// Blocks for a grid-stride loop over n elements with `threads` per block: enough to fill the
+// GPU (16 blocks per SM), no more — the kernel loops over the rest.
+int ds_cuda_sm_count(ds_backend* be);
+static inline unsigned ds_cuda_grid(ds_backend* be, int64_t n, int threads) {
+    int64_t g = (n + threads - 1) / threads, cap = (int64_t)ds_cuda_sm_count(be) * 16;
+    if (g > cap) g = cap;
+    return (unsigned)(g > 0 ? g : 1);
+}
 
 // ---- element types -----------------------------------------------------------------------------
 // Activations and weights are stored as T ∈ {__half, __nv_bfloat16, float}; arithmetic is fp32.
@@ -95,10 +103,20 @@ template <> __device__ __forceinline__ __nv_bfloat16 ds_from_f32<__nv_bfloat16>(
 // Handles (the float* the model code holds, see backend.h) count elements; each allocation maps
 // its handle range onto device memory of its own element type (the activation type, or fp32 for
 // alloc_f32 memory).
-void* ds_cuda_dev(ds_backend* be, const float* handle);       // aborts on an unknown handle
+// ds_cuda_dev(be, NULL) is NULL (optional operands); any other unknown handle aborts.
+void* ds_cuda_dev(ds_backend* be, const float* handle);
 ds_act_dtype ds_cuda_dtype_of(ds_backend* be, const float* handle);
 ds_act_dtype ds_cuda_act_dtype(ds_backend* be);                // the backend's activation type
+template <typename T> struct ds_dtype_tag;
+template <> struct ds_dtype_tag<__half> { static constexpr ds_act_dtype value = DS_ACT_F16; };
+template <> struct ds_dtype_tag<__nv_bfloat16> { static constexpr ds_act_dtype value = DS_ACT_BF16; };
+template <> struct ds_dtype_tag<float> { static constexpr ds_act_dtype value = DS_ACT_F32; };
+// The typed device address of a handle; aborts when the allocation's element type is not T
+// (e.g. an alloc_f32 buffer passed where activations are expected). NULL stays NULL.
 template <typename T> static inline T* ds_dev(ds_backend* be, const float* h) {
+    if (!h) return (T*)0;
+    if (ds_cuda_dtype_of(be, h) != ds_dtype_tag<T>::value)
+        ds_cuda_fatal(__FILE__, __LINE__, "ds_dev", "handle's element type does not match the op's");
     return (T*)ds_cuda_dev(be, h);
 }
 cudaStream_t ds_cuda_stream(ds_backend* be);
@@ -111,7 +129,45 @@ void* ds_cuda_workspace(ds_backend* be, size_t bytes);
 int ds_cuda_sm_count(ds_backend* be);
 size_t ds_cuda_max_smem(ds_backend* be);
 
-// ---- ops defined outside cuda_backend.cu -------------------------------------------------------
+// The conv2d algorithm / descriptor cache (cuda_conv2d.cu), freed by the backend's destroy.
+void ds_cuda_conv_cache_free(ds_backend* be);
+void** ds_cuda_conv_cache_slot(ds_backend* be);  // where cuda_conv2d.cu keeps its cache
+
+// ---- ops (backend.h signatures), one family per file ---------------------------------------------
+void ds_cuda_linear(ds_backend* be, const float* x, const float* w, const float* bias,
+                    const float* residual, float* y, int64_t M, int64_t N, int64_t K);
+void ds_cuda_conv2d(ds_backend* be, const ds_tensor* x, const float* w, const float* bias, int O,
+                    int kh, int kw, int stride, int pad, const float* residual, ds_tensor* y);
+void ds_cuda_group_norm(ds_backend* be, const float* x, const float* gamma, const float* beta,
+                        float* y, int64_t N, int64_t S, int64_t C, int groups, float eps, int silu);
+void ds_cuda_layer_norm(ds_backend* be, const float* x, const float* gamma, const float* beta,
+                        float* y, int64_t rows, int64_t cols, float eps);
+void ds_cuda_act(ds_backend* be, ds_act kind, const float* x, float* y, int64_t n);
+void ds_cuda_geglu(ds_backend* be, const float* x, float* y, int64_t rows, int64_t F);
+void ds_cuda_add(ds_backend* be, const float* a, const float* b, float* y, int64_t n);
+void ds_cuda_scale(ds_backend* be, const float* x, float s, float* y, int64_t n);
+void ds_cuda_add_channel_bias(ds_backend* be, const float* x, const float* v, float* y, int64_t N,
+                              int64_t S, int64_t C);
+void ds_cuda_column_stats(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
+                          float* sumsq);
+void ds_cuda_upsample_nearest2x(ds_backend* be, const float* x, float* y, int64_t N, int64_t H,
+                                int64_t W, int64_t C);
+void ds_cuda_concat_channels(ds_backend* be, const float* a, const float* b, float* y, int64_t N,
+                             int64_t S, int64_t Ca, int64_t Cb);
+void ds_cuda_nchw_to_nhwc(ds_backend* be, const float* x, float* y, int64_t N, int64_t C,
+                          int64_t H, int64_t W);
+void ds_cuda_nhwc_to_nchw(ds_backend* be, const float* x, float* y, int64_t N, int64_t H,
+                          int64_t W, int64_t C);
+void ds_cuda_timestep_embedding(ds_backend* be, const float* t_host, int N, int dim,
+                                int flip_sin_to_cos, float freq_shift, float* y);
+void ds_cuda_embed_tokens(ds_backend* be, const int32_t* ids_host, int n, int L,
+                          const float* table, const float* pos, int D, float* y);
+// Elementwise helper shared by linear and conv2d: y = residual + bias broadcast over rows
+// (either may be NULL; residual may alias y), all of the activation type. Returns 1 when y now
+// holds a value the GEMM / convolution should accumulate onto (beta = 1), 0 when neither was
+// given and y is untouched.
+int ds_cuda_prefill(ds_backend* be, float* y, const float* bias, const float* residual,
+                    int64_t rows, int64_t cols);
 // The attention op (kernels/cuda/cuda_attention.cu): exactly backend.h's attention signature.
 void ds_cuda_attention(ds_backend* be, const float* q, int64_t q_stride, const float* k,
                        int64_t k_stride, const float* v, int64_t v_stride, float* out, int B,
