@@ -27,6 +27,7 @@
 
 static int g_force_path = 0;
 void ds_cuda_attention_force_path(int path) { g_force_path = path; }
+long ds_attn_path_launches[DS_ATTN_NPATHS];
 
 // ------------------------------------------------------------------------------------------------
 // Tile path kernels
@@ -150,6 +151,7 @@ static void tile_path(ds_backend* be, const ds_attn_args& a, const ds_attn_cap* 
         const bool capb = cap && b >= cap->batch_begin && b < cap->batch_end;
         for (int r0 = 0; r0 < Lq; r0 += (int)tr) {
             const int nr = (int)(Lq - r0 < tr ? Lq - r0 : tr);
+            ds_attn_path_launches[DS_ATTN_PATH_TILE]++;
             DS_LAUNCH(kprobs, dim3(nr, heads), TILE_THREADS, probs_smem, st, q, k, P, a.qs, a.ks,
                       b, r0, (int)tr, Lq, Lk, a.dh, a.scale, a.causal);
             if (capb)

@@ -58,5 +58,9 @@ template <typename K> static inline void ds_attn_smem_optin(K* kernel, size_t by
 //   0 automatic; 1 flash scalar; 2 flash WMMA (falls back to scalar where it does not apply);
 //   3 cross kernel (when it fits); 4 tile path (the host-probe path, without a callback)
 void ds_cuda_attention_force_path(int path);
+// Test hook: how many kernel launches each path made since program start, indexed by
+// ds_attn_path (lets the tests check which kernel actually ran a case).
+enum ds_attn_path { DS_ATTN_PATH_CROSS, DS_ATTN_PATH_SCALAR, DS_ATTN_PATH_WMMA, DS_ATTN_PATH_TILE, DS_ATTN_NPATHS };
+extern long ds_attn_path_launches[DS_ATTN_NPATHS];
 
 #endif

@@ -163,6 +163,7 @@ template <typename T> static void cross_launch(ds_backend* be, const ds_attn_arg
     auto* kern = cross_attn_kernel<T>;
     ds_attn_smem_optin(kern, smem);
     dim3 grid(ds_div_up(a.Lq, tq), a.heads / hpb, a.nb);
+    ds_attn_path_launches[DS_ATTN_PATH_CROSS]++;
     DS_LAUNCH(kern, grid, CROSS_THREADS, smem, ds_cuda_stream(be), (const T*)a.q, (const T*)a.k,
               (const T*)a.v, (T*)a.out, a.qs, a.ks, a.vs, a.b0, a.Lq, a.Lk, a.heads, a.dh, a.scale,
               a.causal, tq, hpb, any_cap ? cap->sum : (float*)NULL, any_cap ? cap->per_head : 0,

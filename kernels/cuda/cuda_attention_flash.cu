@@ -145,6 +145,7 @@ template <typename T> static void flash_scalar_launch(ds_backend* be, const ds_a
     auto* kern = flash_scalar_kernel<T>;
     ds_attn_smem_optin(kern, smem);
     dim3 grid(ds_div_up(a.Lq, FS_BQ), a.heads, a.nb);
+    ds_attn_path_launches[DS_ATTN_PATH_SCALAR]++;
     DS_LAUNCH(kern, grid, FS_THREADS, smem, ds_cuda_stream(be), (const T*)a.q, (const T*)a.k,
               (const T*)a.v, (T*)a.out, a.qs, a.ks, a.vs, a.b0, a.Lq, a.Lk, a.heads, a.dh, a.scale,
               a.causal, FS_BQ, bk);
@@ -314,6 +315,7 @@ template <typename T> static void flash_wmma_launch(ds_backend* be, const ds_att
     auto* kern = flash_wmma_kernel<T>;
     ds_attn_smem_optin(kern, lay.total);
     dim3 grid(ds_div_up(a.Lq, FW_BQ), a.heads, a.nb);
+    ds_attn_path_launches[DS_ATTN_PATH_WMMA]++;
     DS_LAUNCH(kern, grid, 32 * FW_WARPS, lay.total, ds_cuda_stream(be), (const T*)a.q,
               (const T*)a.k, (const T*)a.v, (T*)a.out, a.qs, a.ks, a.vs, a.b0, a.Lq, a.Lk, a.heads,
               a.dh, dp, a.scale, a.causal, lay);

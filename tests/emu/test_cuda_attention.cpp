@@ -37,6 +37,10 @@ extern "C" {
 // kernels/cuda/cuda_attention.cuh (C++ linkage): 0 automatic, 1 flash scalar, 2 flash WMMA,
 // 3 short-key kernel, 4 tile (host-probe) path
 void ds_cuda_attention_force_path(int path);
+// launches per path since program start (cuda_attention.cuh: ds_attn_path)
+enum { P_CROSS, P_SCALAR, P_WMMA, P_TILE, P_N };
+extern long ds_attn_path_launches[P_N];
+static const char* path_name[P_N] = {"cross", "flash scalar", "flash wmma", "tile"};
 
 static const char* dtype_name(ds_act_dtype d) {
     return d == DS_ACT_F16 ? "fp16" : d == DS_ACT_BF16 ? "bf16" : "fp32";
@@ -95,6 +99,25 @@ struct attn_case {
     // probe: on_probs set (probe_on), its batch_begin, edit token (−1: none)
     int probe_on, pb0, edit;
 };
+
+// The kernels a case must have used on the CUDA backend (bit per path): documents and checks the
+// op's choice (cuda_attention.cu), so a case cannot silently test another kernel than it names.
+static unsigned expected_paths(const attn_case& c, ds_act_dtype dt) {
+    const bool wmma = dt != DS_ACT_F32 && c.dh % 2 == 0;
+    const unsigned flash = wmma ? 1u << P_WMMA : 1u << P_SCALAR;
+    unsigned m = 0;
+    if (c.probe_on) m |= 1u << P_TILE;  // the watched batches
+    const bool unprobed = !c.probe_on || c.pb0 > 0;
+    if (!unprobed) return m;
+    switch (c.force) {
+    case 4: return m | 1u << P_TILE;
+    case 1: return m | (c.cap_on ? 1u << P_TILE : 0) | 1u << P_SCALAR;
+    case 2: return m | (c.cap_on ? 1u << P_TILE : 0) | flash;
+    default: break;
+    }
+    if (c.cap_on || c.Lk <= 128) return m | 1u << P_CROSS;
+    return m | flash;
+}
 
 struct run_out {
     std::vector<float> out, cap;
@@ -211,9 +234,22 @@ static void run_compare(ds_backend* cpu, ds_backend* cu, ds_act_dtype dt, const 
     }
     ds_cuda_attention_force_path(0);
     run_out ref = run_case(cpu, c, q, k, v, cap0, cap_n);
+    long before[P_N];
+    memcpy(before, ds_attn_path_launches, sizeof before);
     ds_cuda_attention_force_path(c.force);
     run_out got = run_case(cu, c, q, k, v, cap0, cap_n);
     ds_cuda_attention_force_path(0);
+    unsigned used = 0;
+    for (int p = 0; p < P_N; p++)
+        if (ds_attn_path_launches[p] > before[p]) used |= 1u << p;
+    const unsigned want = expected_paths(c, dt);
+    std::string us, ws;
+    for (int p = 0; p < P_N; p++) {
+        if (used >> p & 1) us += std::string(us.empty() ? "" : ", ") + path_name[p];
+        if (want >> p & 1) ws += std::string(ws.empty() ? "" : ", ") + path_name[p];
+    }
+    CHECKF(used == want, "%s %s: kernels used {%s}, expected {%s}", dtype_name(dt), c.name,
+           us.c_str(), ws.c_str());
 
     const int di = (int)dt;
     char what[256];
@@ -257,7 +293,7 @@ static void run_compare(ds_backend* cpu, ds_backend* cu, ds_act_dtype dt, const 
         CHECKF(d.nmse > 1e-4, "%s %s: the probe's edit did not change the output (nmse %g)",
                dtype_name(dt), c.name, d.nmse);
     }
-    if (tu_verbose) fprintf(stderr, "  done %s %s\n", dtype_name(dt), c.name);
+    if (tu_verbose) fprintf(stderr, "  done %s %s (%s)\n", dtype_name(dt), c.name, us.c_str());
 }
 
 int main() {
