@@ -11,9 +11,13 @@
 // Tolerances (NMSE = Σ(got − ref)² / Σ ref², see tests/util/testutil.h), from the storage type:
 //   fp32 1e-10: fp32 arithmetic in another order / another libm (relative error ~1e-7 per
 //               element, NMSE ~1e-13; 1e-10 catches any wrong element of O(1e-5) relative);
-//   fp16 1e-6:  the result rounded once to fp16, relative ≤ 2⁻¹¹ (rms 2.8e-4, NMSE ~8e-8), plus
-//               at most one more rounding of an fp16 intermediate (linear/conv residual + bias);
-//   bf16 2e-5:  the same with bf16's 2⁻⁸ (rms 2.3e-3, NMSE ~5e-6, ~1e-5 with the extra rounding).
+//   fp16 2e-6:  the result rounded once to fp16, relative ≤ 2⁻¹¹ (rms 2.8e-4, NMSE ~8e-8 over
+//               many elements), plus at most one more rounding of an fp16 intermediate
+//               (linear / conv residual + bias). Single-element cases (n = 1) have NMSE = that
+//               element's squared relative error: up to (2·2⁻¹¹)² ≈ 1e-6 with two roundings.
+//               Measured: ≤ 4.4e-7 (a 1-element linear), ≤ 1.2e-7 otherwise.
+//   bf16 1e-4:  the same with bf16's 2⁻⁸: (2·2⁻⁸)² ≈ 6e-5 for one element, NMSE ~5e-6 over many.
+//               Measured: ≤ 1.5e-5 (1 element), ≤ 6.2e-6 otherwise.
 //   timestep_embedding in fp32: 1e-8 — a GPU's expf may differ from glibc's by an ulp, and one
 //               ulp of a frequency moves sin(t·f) by up to t·2⁻²³ (6e-5 at t = 999).
 //   column_stats: 1e-10 in every type (fp32 sums of the same rounded inputs).
@@ -44,7 +48,7 @@ static double worst[3];  // worst NMSE per dtype (ops with the dtype tolerance)
 static const char* dtype_name(ds_act_dtype d) {
     return d == DS_ACT_F16 ? "fp16" : d == DS_ACT_BF16 ? "bf16" : "fp32";
 }
-static double tol() { return cur == DS_ACT_F16 ? 1e-6 : cur == DS_ACT_BF16 ? 2e-5 : 1e-10; }
+static double tol() { return cur == DS_ACT_F16 ? 2e-6 : cur == DS_ACT_BF16 ? 1e-4 : 1e-10; }
 
 // ---- buffers: a host copy (already rounded to the storage type) and both backends' handles ---
 struct buf {
@@ -252,7 +256,9 @@ static void test_elementwise() {
     const int64_t sizes[] = {1, 1000, 4099};
     for (int k = 0; k < 4; k++)
         for (int64_t n : sizes) {
-            buf x = input(n, 0.0f, 4.0f), y = output(n);
+            // wide inputs reach the tails; a single element stays where fp16 can represent
+            // the result (gelu_tanh(−6) ≈ −5e-15 is −0 in fp16: right, but NMSE 1)
+            buf x = input(n, 0.0f, n > 1 ? 4.0f : 1.0f), y = output(n);
             gpu->act(gpu, kinds[k], x.g, y.g, n);
             cpu->act(cpu, kinds[k], x.c, y.c, n);
             check(std::string("act ") + names[k] + " n" + std::to_string(n), y);
@@ -384,8 +390,10 @@ static void test_memory() {
         gpu->upload(gpu, p, h.data(), n);
         gpu->download(gpu, back.data(), p, n);
         int bad = 0;
+        // fp16 subnormals (|x| < 2⁻¹⁴) have an absolute half-ulp of 2⁻²⁵ instead
+        const double sub = cur == DS_ACT_F16 ? ldexp(1.0, -25) : 0.0;
         for (int64_t i = 0; i < n && !bad; i++)
-            bad = !(fabs((double)back[i] - h[i]) <= q * fabs((double)h[i]));
+            bad = !(fabs((double)back[i] - h[i]) <= q * fabs((double)h[i]) + sub);
         CHECKF(!bad, "%s round trip n=%lld", dtype_name(cur), (long long)n);
         // a second round trip is exact: stored values convert to fp32 and back unchanged
         std::vector<float> again((size_t)n, NAN);
