@@ -561,12 +561,22 @@ static int set_geometry(ds_capture* c, ds_err* e, int B, int W, int H) {
     return DS_OK;
 }
 
-int ds_capture_attach(ds_capture* c, ds_err* e, ds_run* run, ds_model* m,
-                      const ds_generate_params* p, int B, int W, int H) {
-    if (c->m != m) return ds_errf(e, DS_ERR_ARG, "capture: it was created for another model");
+int ds_capture_attach_unet(ds_capture* c, ds_err* e, ds_run* run, int B, int W, int H) {
     ds_capture_reset(c);
     c->attached = 0;
     DS_TRY(set_geometry(c, e, B, W, H));
+    c->hooks.attn = capture_attn;
+    c->hooks.user = c;
+    c->attached = 1;
+    run->capture = &c->hooks;
+    return DS_OK;
+}
+
+int ds_capture_attach(ds_capture* c, ds_err* e, ds_run* run, ds_model* m,
+                      const ds_generate_params* p, int B, int W, int H) {
+    if (c->m != m) return ds_errf(e, DS_ERR_ARG, "capture: it was created for another model");
+    DS_TRY(ds_capture_attach_unet(c, e, run, B, W, H));
+    c->attached = 0;
     // token ids of both sides, as ds_model_encode_prompts chunks them
     const char* texts[2] = {p->negative_prompt ? p->negative_prompt : "", p->prompt};
     for (int i = 0; i < 2; i++) {
@@ -580,10 +590,7 @@ int ds_capture_attach(ds_capture* c, ds_err* e, ds_run* run, ds_model* m,
         free(t);
         c->n_tok[i] = n;
     }
-    c->hooks.attn = capture_attn;
-    c->hooks.user = c;
     c->attached = 1;
-    run->capture = &c->hooks;
     return DS_OK;
 }
 

@@ -76,6 +76,11 @@ struct ds_capture {
 int ds_capture_attach(ds_capture* cap, ds_err* e, ds_run* run, ds_model* m,
                       const ds_generate_params* p, int B, int W, int H);
 
+// The geometry-and-hooks part of ds_capture_attach, for callers that drive ds_unet_forward
+// themselves (bench/bench_unet.c --capture): no prompts, so no token ids (word lookups on this
+// capture see none). run->capture points at the hooks afterwards.
+int ds_capture_attach_unet(ds_capture* c, ds_err* e, ds_run* run, int B, int W, int H);
+
 // Selector helpers shared with heatmap.c.
 // 1 if `path` passes the block selectors of `sel` (NULL/"" → 1); *has_block / *has_res (optional)
 // report which kinds sel contains. Returns -1 on a malformed selector (message in e).

@@ -11,3 +11,30 @@ __attribute__((weak)) ds_backend* ds_backend_cuda_create(ds_err* e, const ds_cud
             "-DDS_CUDA=ON on a machine with the CUDA toolkit)");
     return NULL;
 }
+
+// Stand-ins for kernels/cuda/cuda_info.cu (host/cuda_info.h): no GPU.
+#include "cuda_info.h"
+
+__attribute__((weak)) int ds_cuda_mem_info(size_t* free_b, size_t* total_b) {
+    if (free_b) *free_b = 0;
+    if (total_b) *total_b = 0;
+    return -1;
+}
+__attribute__((weak)) int ds_cuda_device_name(char* buf, int cap) {
+    if (buf && cap > 0) buf[0] = 0;
+    return -1;
+}
+__attribute__((weak)) int ds_cuda_marks_begin(ds_backend* be, int n) {
+    (void)be, (void)n;
+    return -1;
+}
+__attribute__((weak)) int ds_cuda_mark(ds_backend* be) {
+    (void)be;
+    return -1;
+}
+__attribute__((weak)) int ds_cuda_marks_elapsed(int i, int j, float* ms) {
+    (void)i, (void)j;
+    if (ms) *ms = 0;
+    return -1;
+}
+__attribute__((weak)) void ds_cuda_marks_end(void) {}
