@@ -22,6 +22,7 @@
 #include <set>
 #include <vector>
 
+#include "emu_control.h"
 #include "emu_mem.h"
 
 struct cublasContext {
@@ -120,9 +121,10 @@ void check_extent(const char* fn, const char* what, const void* p, int64_t rows,
                  fn, what, (long long)rows, (long long)cols, (long long)ld, es, need, p, have);
 }
 
-// Reads a host- or device-mode scalar (alpha, beta) as float.
-float read_scalar(const char* fn, const char* what, cublasHandle_t h, const void* p, bool half) {
-    if (h->pointer_mode == CUBLAS_POINTER_MODE_DEVICE) {
+// Reads a scalar (alpha, beta) as float: host mode at the call (a captured graph keeps the value),
+// device mode when the work runs.
+float read_scalar(const char* fn, const char* what, bool device_mode, const void* p, bool half) {
+    if (device_mode) {
         size_t have = 0;
         if (!emu_mem_extent(p, &have) || have < (half ? 2u : 4u))
             emu_fail("%s: pointer mode is DEVICE but %s = %p is not device memory", fn, what, p);
@@ -228,53 +230,62 @@ cublasStatus_t gemm(const char* fn, cublasHandle_t h, cublasOperation_t ta, cubl
     if (!valid_algo(algo)) return CUBLAS_STATUS_NOT_SUPPORTED;
     if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
 
-    const float al = read_scalar(fn, "alpha", h, alpha, half_scale);
-    const float be = read_scalar(fn, "beta", h, beta, half_scale);
-    A.es = elem_size(at);
-    B.es = elem_size(bt);
-    C.es = elem_size(ct);
-    if (A.array || B.array || C.array) {  // the pointer arrays themselves live in device memory
-        const void* arrs[3] = {A.array, B.array, C.array};
-        const char* names[3] = {"Aarray", "Barray", "Carray"};
-        for (int i = 0; i < 3; i++) check_extent(fn, names[i], arrs[i], batch, 1, batch, sizeof(void*));
+    const bool dev_mode = h->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
+    float al_host = 0.f, be_host = 0.f;
+    if (!dev_mode) {
+        al_host = read_scalar(fn, "alpha", false, alpha, half_scale);
+        be_host = read_scalar(fn, "beta", false, beta, half_scale);
     }
-    // Every batch of a pointer array; the first and last batch of a strided operand.
-    for (int b = 0; b < batch; b++) {
-        if (!A.array && b != 0 && b != batch - 1) continue;
-        char what[64];
-        snprintf(what, sizeof what, "A (batch %d)", b);
-        check_extent(fn, what, A.at(b), k ? a_rows : 0, a_cols, lda, A.es);
-        snprintf(what, sizeof what, "B (batch %d)", b);
-        check_extent(fn, what, B.at(b), k ? b_rows : 0, b_cols, ldb, B.es);
-        snprintf(what, sizeof what, "C (batch %d)", b);
-        check_extent(fn, what, C.at(b), m, n, ldc, C.es);
-    }
+    // The work runs now, or when the graph the handle's stream is capturing is launched.
+    emu_stream_submit(h->stream, [=]() mutable {
+        const float al = dev_mode ? read_scalar(fn, "alpha", true, alpha, half_scale) : al_host;
+        const float be = dev_mode ? read_scalar(fn, "beta", true, beta, half_scale) : be_host;
+        A.es = elem_size(at);
+        B.es = elem_size(bt);
+        C.es = elem_size(ct);
+        if (A.array || B.array || C.array) {  // the pointer arrays themselves live in device memory
+            const void* arrs[3] = {A.array, B.array, C.array};
+            const char* names[3] = {"Aarray", "Barray", "Carray"};
+            for (int i = 0; i < 3; i++) check_extent(fn, names[i], arrs[i], batch, 1, batch, sizeof(void*));
+        }
+        // Every batch of a pointer array; the first and last batch of a strided operand.
+        for (int b = 0; b < batch; b++) {
+            if (!A.array && b != 0 && b != batch - 1) continue;
+            char what[64];
+            snprintf(what, sizeof what, "A (batch %d)", b);
+            check_extent(fn, what, A.at(b), k ? a_rows : 0, a_cols, lda, A.es);
+            snprintf(what, sizeof what, "B (batch %d)", b);
+            check_extent(fn, what, B.at(b), k ? b_rows : 0, b_cols, ldb, B.es);
+            snprintf(what, sizeof what, "C (batch %d)", b);
+            check_extent(fn, what, C.at(b), m, n, ldc, C.es);
+        }
 
-    std::vector<float> ap((size_t)m * k), bp((size_t)k * n), acc((size_t)m);
-    const void* packed_a = nullptr;
-    const void* packed_b = nullptr;
-    for (int b = 0; b < batch; b++) {
-        const void* pa = A.at(b);
-        const void* pb = B.at(b);
-        char* pc = (char*)C.at(b);
-        if (pa != packed_a) pack(pa, at, tA, m, k, lda, rnd, ap.data()), packed_a = pa;  // stride 0: once
-        if (pb != packed_b) pack(pb, bt, tB, k, n, ldb, rnd, bp.data()), packed_b = pb;
-        for (int j = 0; j < n; j++) {
-            float* __restrict__ ac = acc.data();
-            for (int i = 0; i < m; i++) ac[i] = 0.f;
-            for (int p = 0; p < k; p++) {
-                const float bv = bp[(size_t)j * k + p];
-                const float* __restrict__ col = ap.data() + (size_t)p * m;
-                for (int i = 0; i < m; i++) ac[i] += col[i] * bv;
-            }
-            for (int i = 0; i < m; i++) {
-                size_t ci = (size_t)i + (size_t)j * ldc;
-                float v = al * ac[i];
-                if (be != 0.f) v += be * load(pc, ct, ci);  // beta == 0: C is never read
-                store(pc, ct, ci, v);
+        std::vector<float> ap((size_t)m * k), bp((size_t)k * n), acc((size_t)m);
+        const void* packed_a = nullptr;
+        const void* packed_b = nullptr;
+        for (int b = 0; b < batch; b++) {
+            const void* pa = A.at(b);
+            const void* pb = B.at(b);
+            char* pc = (char*)C.at(b);
+            if (pa != packed_a) pack(pa, at, tA, m, k, lda, rnd, ap.data()), packed_a = pa;  // stride 0: once
+            if (pb != packed_b) pack(pb, bt, tB, k, n, ldb, rnd, bp.data()), packed_b = pb;
+            for (int j = 0; j < n; j++) {
+                float* __restrict__ ac = acc.data();
+                for (int i = 0; i < m; i++) ac[i] = 0.f;
+                for (int p = 0; p < k; p++) {
+                    const float bv = bp[(size_t)j * k + p];
+                    const float* __restrict__ col = ap.data() + (size_t)p * m;
+                    for (int i = 0; i < m; i++) ac[i] += col[i] * bv;
+                }
+                for (int i = 0; i < m; i++) {
+                    size_t ci = (size_t)i + (size_t)j * ldc;
+                    float v = al * ac[i];
+                    if (be != 0.f) v += be * load(pc, ct, ci);  // beta == 0: C is never read
+                    store(pc, ct, ci, v);
+                }
             }
         }
-    }
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -23,6 +23,7 @@
 #include <set>
 #include <vector>
 
+#include "emu_control.h"
 #include "emu_mem.h"
 
 struct cudnnContext {
@@ -293,7 +294,7 @@ inline int64_t tensor_at(const cudnnTensorStruct* t, int n, int c, int h, int w)
 }
 
 // Shared by ConvolutionForward and ConvolutionBiasActivationForward: descriptor and config
-// checks, algorithm and workspace, extents of x, w, y, workspace.
+// checks, algorithm and workspace size.
 cudnnStatus_t conv_prologue(const char* fn, cudnnHandle_t handle, const cudnnTensorStruct* xd,
                             const void* x, const cudnnFilterStruct* wd, const void* w,
                             const cudnnConvolutionStruct* cv, cudnnConvolutionFwdAlgo_t algo,
@@ -307,11 +308,16 @@ cudnnStatus_t conv_prologue(const char* fn, cudnnHandle_t handle, const cudnnTen
     size_t need = 0;
     if (!algo_workspace(algo, *s, cv, elem_size(xd->dt), &need)) return CUDNN_STATUS_NOT_SUPPORTED;
     if (ws_bytes < need) return CUDNN_STATUS_BAD_PARAM;
+    return CUDNN_STATUS_SUCCESS;
+}
+
+// When the work runs: x, w, y and the workspace inside their allocations.
+void conv_extents(const char* fn, const cudnnTensorStruct* xd, const void* x, const cudnnFilterStruct* wd,
+                  const void* w, const cudnnTensorStruct* yd, const void* y, const void* ws, size_t ws_bytes) {
     if (ws_bytes) check_bytes(fn, "workSpace", ws, ws_bytes);
     check_tensor(fn, "x", x, xd);
     check_bytes(fn, "w", w, (size_t)wd->k * wd->c * wd->r * wd->s * elem_size(wd->dt));
     check_tensor(fn, "y", y, yd);
-    return CUDNN_STATUS_SUCCESS;
 }
 
 cudnnStatus_t set_tensor(cudnnTensorStruct* t, cudnnDataType_t dt, bool vect_c, int n, int c, int h,
@@ -573,18 +579,25 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionForward(cudnnHandle_t handle, const vo
     if (st != CUDNN_STATUS_SUCCESS) return st;
     if (!alpha || !beta) return CUDNN_STATUS_BAD_PARAM;
     const float al = *(const float*)alpha, be = *(const float*)beta;  // float for half/bf16/float data
-    std::vector<float> acc;
-    conv_compute(s, xDesc, x, wDesc, w, convDesc, acc);
-    const float* a = acc.data();
-    for (int n = 0; n < s.N; n++)
-        for (int k = 0; k < s.K; k++)
-            for (int p = 0; p < s.P; p++)
-                for (int q = 0; q < s.Q; q++, a++) {
-                    int64_t i = tensor_at(yDesc, n, k, p, q);
-                    float v = al * *a;
-                    if (be != 0.f) v += be * load(y, yDesc->dt, i);  // beta == 0: y is never read
-                    store(y, yDesc->dt, i, v);
-                }
+    // Descriptors copied: the work runs now, or when the graph the stream is capturing is launched.
+    const cudnnTensorStruct xd = *xDesc, yd = *yDesc;
+    const cudnnFilterStruct wd = *wDesc;
+    const cudnnConvolutionStruct cd = *convDesc;
+    emu_stream_submit(handle->stream, [=]() {
+        conv_extents("cudnnConvolutionForward", &xd, x, &wd, w, &yd, y, workSpace, workSpaceSizeInBytes);
+        std::vector<float> acc;
+        conv_compute(s, &xd, x, &wd, w, &cd, acc);
+        const float* a = acc.data();
+        for (int n = 0; n < s.N; n++)
+            for (int k = 0; k < s.K; k++)
+                for (int p = 0; p < s.P; p++)
+                    for (int q = 0; q < s.Q; q++, a++) {
+                        int64_t i = tensor_at(&yd, n, k, p, q);
+                        float v = al * *a;
+                        if (be != 0.f) v += be * load(y, yd.dt, i);  // beta == 0: y is never read
+                        store(y, yd.dt, i, v);
+                    }
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -616,22 +629,28 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBiasActivationForward(
     const cudnnActivationMode_t mode = activationDesc->mode;
     if (mode != CUDNN_ACTIVATION_RELU && mode != CUDNN_ACTIVATION_IDENTITY) return CUDNN_STATUS_NOT_SUPPORTED;
     const float a1 = *(const float*)alpha1, a2 = *(const float*)alpha2;
-    if (a2 != 0.f) check_tensor(fn, "z", z, zDesc);
-    check_bytes(fn, "bias", bias, ((size_t)(s.K - 1) * (size_t)biasDesc->cs + 1) * elem_size(biasDesc->dt));
-    std::vector<float> acc;
-    conv_compute(s, xDesc, x, wDesc, w, convDesc, acc);
-    const float* a = acc.data();
-    for (int n = 0; n < s.N; n++)
-        for (int k = 0; k < s.K; k++) {
-            const float b = load(bias, biasDesc->dt, (int64_t)k * biasDesc->cs);
-            for (int p = 0; p < s.P; p++)
-                for (int q = 0; q < s.Q; q++, a++) {
-                    float v = a1 * *a + b;
-                    if (a2 != 0.f) v += a2 * load(z, zDesc->dt, tensor_at(zDesc, n, k, p, q));
-                    if (mode == CUDNN_ACTIVATION_RELU && v < 0.f) v = 0.f;  // NaN propagates
-                    store(y, yDesc->dt, tensor_at(yDesc, n, k, p, q), v);
-                }
-        }
+    const cudnnTensorStruct xd = *xDesc, yd = *yDesc, zd = *zDesc, bd = *biasDesc;
+    const cudnnFilterStruct wd = *wDesc;
+    const cudnnConvolutionStruct cd = *convDesc;
+    emu_stream_submit(handle->stream, [=]() {
+        conv_extents(fn, &xd, x, &wd, w, &yd, y, workSpace, workSpaceSizeInBytes);
+        if (a2 != 0.f) check_tensor(fn, "z", z, &zd);
+        check_bytes(fn, "bias", bias, ((size_t)(s.K - 1) * (size_t)bd.cs + 1) * elem_size(bd.dt));
+        std::vector<float> acc;
+        conv_compute(s, &xd, x, &wd, w, &cd, acc);
+        const float* a = acc.data();
+        for (int n = 0; n < s.N; n++)
+            for (int k = 0; k < s.K; k++) {
+                const float b = load(bias, bd.dt, (int64_t)k * bd.cs);
+                for (int p = 0; p < s.P; p++)
+                    for (int q = 0; q < s.Q; q++, a++) {
+                        float v = a1 * *a + b;
+                        if (a2 != 0.f) v += a2 * load(z, zd.dt, tensor_at(&zd, n, k, p, q));
+                        if (mode == CUDNN_ACTIVATION_RELU && v < 0.f) v = 0.f;  // NaN propagates
+                        store(y, yd.dt, tensor_at(&yd, n, k, p, q), v);
+                    }
+            }
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -643,27 +662,30 @@ cudnnStatus_t CUDNNWINAPI cudnnAddTensor(cudnnHandle_t handle, const void* alpha
     if (!handle_ok(fn, handle) || !usable(fn, "aDesc", aDesc) || !usable(fn, "cDesc", cDesc) || !alpha ||
         !beta || !A || !C)
         return CUDNN_STATUS_BAD_PARAM;
-    const int ad[4] = {aDesc->n, aDesc->c, aDesc->h, aDesc->w}, cd[4] = {cDesc->n, cDesc->c, cDesc->h, cDesc->w};
+    const int adim[4] = {aDesc->n, aDesc->c, aDesc->h, aDesc->w}, cdim[4] = {cDesc->n, cDesc->c, cDesc->h, cDesc->w};
     for (int i = 0; i < 4; i++)
-        if (ad[i] != cd[i] && ad[i] != 1) return CUDNN_STATUS_BAD_PARAM;
+        if (adim[i] != cdim[i] && adim[i] != 1) return CUDNN_STATUS_BAD_PARAM;
     if (aDesc->dt != cDesc->dt) return CUDNN_STATUS_BAD_PARAM;
     if (!elem_size(cDesc->dt) || negative_strides(aDesc) || negative_strides(cDesc) || aDesc->vect_c ||
         cDesc->vect_c)
         return CUDNN_STATUS_NOT_SUPPORTED;
-    check_tensor(fn, "A", A, aDesc);
-    check_tensor(fn, "C", C, cDesc);
     const float al = *(const float*)alpha, be = *(const float*)beta;
-    const int64_t sn = aDesc->n == 1 ? 0 : aDesc->ns, sc = aDesc->c == 1 ? 0 : aDesc->cs;
-    const int64_t sh = aDesc->h == 1 ? 0 : aDesc->hs, sw = aDesc->w == 1 ? 0 : aDesc->ws;
-    for (int n = 0; n < cDesc->n; n++)
-        for (int c = 0; c < cDesc->c; c++)
-            for (int h = 0; h < cDesc->h; h++)
-                for (int w = 0; w < cDesc->w; w++) {
-                    int64_t ci = tensor_at(cDesc, n, c, h, w);
-                    float v = al * load(A, aDesc->dt, n * sn + c * sc + h * sh + w * sw);
-                    if (be != 0.f) v += be * load(C, cDesc->dt, ci);  // beta == 0: C is never read
-                    store(C, cDesc->dt, ci, v);
-                }
+    const cudnnTensorStruct ad = *aDesc, cd = *cDesc;
+    emu_stream_submit(handle->stream, [=]() {
+        check_tensor(fn, "A", A, &ad);
+        check_tensor(fn, "C", C, &cd);
+        const int64_t sn = ad.n == 1 ? 0 : ad.ns, sc = ad.c == 1 ? 0 : ad.cs;
+        const int64_t sh = ad.h == 1 ? 0 : ad.hs, sw = ad.w == 1 ? 0 : ad.ws;
+        for (int n = 0; n < cd.n; n++)
+            for (int c = 0; c < cd.c; c++)
+                for (int h = 0; h < cd.h; h++)
+                    for (int w = 0; w < cd.w; w++) {
+                        int64_t ci = tensor_at(&cd, n, c, h, w);
+                        float v = al * load(A, ad.dt, n * sn + c * sc + h * sh + w * sw);
+                        if (be != 0.f) v += be * load(C, cd.dt, ci);  // beta == 0: C is never read
+                        store(C, cd.dt, ci, v);
+                    }
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 
