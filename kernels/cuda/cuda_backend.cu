@@ -305,10 +305,14 @@ extern "C" ds_backend* ds_backend_cuda_create(ds_err* e, const ds_cuda_options* 
     cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess || count == 0) {
         const char* why = err == cudaSuccess ? "no CUDA device" : cudaGetErrorString(err);
-        const char* hint = err == cudaErrorInsufficientDriver
-                               ? " (the NVIDIA driver is older than this build's CUDA runtime: "
-                                 "update the driver)"
-                               : "";
+        // insufficient-driver also means "no driver at all" (libcuda missing): tell them apart
+        int drv = 0;
+        if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
+        const char* hint = "";
+        if (err == cudaErrorInsufficientDriver)
+            hint = drv == 0 ? " (no NVIDIA driver is installed on this machine)"
+                            : " (the NVIDIA driver is older than this build's CUDA runtime: "
+                              "update the driver)";
         (void)cudaGetLastError();
         ds_errf(e, DS_ERR_DEVICE, "--device cuda: no usable CUDA GPU: cudaGetDeviceCount: %s%s",
                 why, hint);
