@@ -10,7 +10,7 @@
 // for real types), C = alpha·op(A)·op(B) + beta·C with beta == 0 never reading C, fp32
 // accumulation and one rounding to C's type. Invalid arguments return the documented statuses;
 // an operand reaching past its allocation (which the real library would read or write as
-// garbage) ends the program through emu_fail. docs/cuda_emulator.md lists what is checked.
+// garbage) ends the program through emu_fail. docs/cuda_standins.md lists what is checked.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

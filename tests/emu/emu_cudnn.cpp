@@ -11,7 +11,7 @@
 // CROSS_CORRELATION, y = alpha·conv(x, w) + beta·y with beta == 0 never reading y, fp32
 // accumulation and one rounding to y's type, workspace sizes per algorithm. Invalid arguments
 // return the documented statuses; a tensor reaching past its allocation, or a destroyed handle or
-// descriptor, ends the program through emu_fail. docs/cuda_emulator.md lists what is checked.
+// descriptor, ends the program through emu_fail. docs/cuda_standins.md lists what is checked.
 #include <cudnn.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
