@@ -67,6 +67,47 @@ void emu_launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 bloc
                       [kernel, params]() { std::apply(kernel, *params); });
 }
 
+// The C++ overloads cuda_runtime.h offers only to nvcc (#if __CUDACC__): kernels passed by
+// pointer, __constant__/__device__ symbols passed by reference (plain host globals here).
+template <typename T> inline cudaError_t cudaFuncSetAttribute(T* fn, cudaFuncAttribute attr, int value) {
+    return ::cudaFuncSetAttribute((const void*)fn, attr, value);
+}
+template <typename T> inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, T* fn) {
+    return ::cudaFuncGetAttributes(a, (const void*)fn);
+}
+template <typename T> inline cudaError_t cudaFuncSetCacheConfig(T*, cudaFuncCache) { return cudaSuccess; }
+template <typename T>
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, T* fn, int block, size_t dyn_smem) {
+    return ::cudaOccupancyMaxActiveBlocksPerMultiprocessor(n, (const void*)fn, block, dyn_smem);
+}
+template <typename T>
+inline cudaError_t cudaMemcpyToSymbol(const T& sym, const void* src, size_t n, size_t off = 0,
+                                      cudaMemcpyKind = cudaMemcpyHostToDevice) {
+    if (off + n > sizeof(T)) return cudaErrorInvalidValue;
+    std::memcpy((char*)&sym + off, src, n);
+    return cudaSuccess;
+}
+template <typename T>
+inline cudaError_t cudaMemcpyToSymbolAsync(const T& sym, const void* src, size_t n, size_t off = 0,
+                                           cudaMemcpyKind k = cudaMemcpyHostToDevice, cudaStream_t = 0) {
+    return cudaMemcpyToSymbol(sym, src, n, off, k);
+}
+template <typename T>
+inline cudaError_t cudaMemcpyFromSymbol(void* dst, const T& sym, size_t n, size_t off = 0,
+                                        cudaMemcpyKind = cudaMemcpyDeviceToHost) {
+    if (off + n > sizeof(T)) return cudaErrorInvalidValue;
+    std::memcpy(dst, (const char*)&sym + off, n);
+    return cudaSuccess;
+}
+template <typename T> inline cudaError_t cudaGetSymbolAddress(void** p, const T& sym) {
+    *p = (void*)&sym;
+    return cudaSuccess;
+}
+template <typename T> inline cudaError_t cudaGetSymbolSize(size_t* n, const T&) {
+    *n = sizeof(T);
+    return cudaSuccess;
+}
+
 // ---- barriers, fences --------------------------------------------------------------------------
 inline void __syncthreads() { emu_syncthreads_impl(); }
 inline int __syncthreads_count(int p) { return emu_syncthreads_op(0, p); }

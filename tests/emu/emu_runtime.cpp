@@ -3,11 +3,14 @@
 // arrival count, warp collectives as (value, mask) rendezvous, deadlock detection, strict mode,
 // reversed schedule, shared-memory poisoning and a SIGSEGV report. See docs/cuda_emulator.md.
 //
-// Fibers: each gets its own mmap'ed stack with a guard page below it, is entered ONCE through
-// makecontext/setcontext (which cost syscalls), and then parks in a loop; every later switch is
-// _setjmp/_longjmp (no syscall, ~10 ns). Fibers are created on demand and reused by every block of
-// every launch. _FORTIFY_SOURCE would turn longjmp into __longjmp_chk, which aborts when jumping to
-// another stack, hence the #undef.
+// Fibers: each gets its own mmap'ed stack with a guard page below it and is reused by every block
+// of every launch (created on demand, never freed). A switch never makes a syscall:
+//   * x86-64: a 12-instruction switch (push the callee-saved registers, swap stack pointers, pop);
+//     a new fiber's stack is pre-built so that the first switch "returns" into fiber_entry.
+//   * elsewhere: makecontext once per fiber, then _setjmp/_longjmp (~10 ns). _FORTIFY_SOURCE would
+//     turn longjmp into __longjmp_chk, which aborts when jumping to another stack: hence the #undef.
+// A blocking thread switches straight to the next runnable thread of the current pass (one switch
+// per wait, not two through a scheduler); the scheduler only runs between passes.
 #undef _FORTIFY_SOURCE
 #define _FORTIFY_SOURCE 0
 
@@ -32,10 +35,80 @@
 
 enum FiberState { F_RUNNABLE, F_BARRIER, F_WARP, F_DONE };
 
+// ---- context switching -------------------------------------------------------------------------
+#if defined(__x86_64__) && !defined(EMU_PORTABLE_SWITCH)
+struct Ctx {
+    void* sp;
+};
+extern "C" void emu_ctx_switch_x86(Ctx* from, Ctx* to);
+asm(R"(
+    .text
+    .globl emu_ctx_switch_x86
+    .hidden emu_ctx_switch_x86
+    .type emu_ctx_switch_x86, @function
+emu_ctx_switch_x86:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq (%rsi), %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_ctx_switch_x86, .-emu_ctx_switch_x86
+)");
+static inline void ctx_switch(Ctx* from, Ctx* to) { emu_ctx_switch_x86(from, to); }
+// The first switch to a new fiber pops six zero registers and "returns" into entry, with the
+// stack aligned as at a function's entry (rsp = 8 mod 16).
+static void ctx_init(Ctx* c, char* lo, size_t size, void (*entry)()) {
+    void** sp = (void**)(lo + size);
+    *--sp = nullptr;  // entry's return address: entry never returns
+    *--sp = (void*)entry;
+    for (int i = 0; i < 6; i++) *--sp = nullptr;
+    c->sp = sp;
+}
+#else
+struct Ctx {
+    jmp_buf jb;
+};
+static inline void ctx_switch(Ctx* from, Ctx* to) {
+    if (!_setjmp(from->jb)) _longjmp(to->jb, 1);
+}
+// makecontext/setcontext once: the new fiber parks at once (saving its context into c) and jumps
+// back here; the first switch to it then calls entry.
+static ucontext_t g_init_uc;
+static jmp_buf g_init_back;
+static Ctx* g_init_ctx;
+static void (*g_init_entry)();
+static void ctx_trampoline() {
+    Ctx* c = g_init_ctx;
+    void (*entry)() = g_init_entry;
+    if (!_setjmp(c->jb)) _longjmp(g_init_back, 1);
+    entry();
+}
+static void ctx_init(Ctx* c, char* lo, size_t size, void (*entry)()) {
+    getcontext(&g_init_uc);
+    g_init_uc.uc_stack.ss_sp = lo;
+    g_init_uc.uc_stack.ss_size = size;
+    g_init_uc.uc_link = nullptr;
+    makecontext(&g_init_uc, ctx_trampoline, 0);
+    g_init_ctx = c;
+    g_init_entry = entry;
+    if (!_setjmp(g_init_back)) setcontext(&g_init_uc);
+}
+#endif
+
 struct Fiber {
     emu_thread_pub pub;  // must stay first: emu_cur points here
     FiberState state;
-    jmp_buf jb;
+    Ctx ctx;
     // the warp collective this lane waits in
     int c_kind;
     unsigned c_mask;
@@ -54,9 +127,11 @@ namespace {
 
 std::recursive_mutex g_launch_mu;  // one launch at a time (static __shared__ is one copy)
 std::vector<Fiber*> g_fibers;
-jmp_buf g_sched;                     // the scheduler's context (on the launching thread's stack)
+Ctx g_sched;                          // the scheduler's context (on the launching thread's stack)
 const std::function<void()>* g_body; // the running kernel, bound to its arguments
-Fiber* g_init_fiber;                 // handed to fiber_entry on its first (and only) entry
+unsigned g_pos;                      // the scheduling pass's cursor (position in pass order)
+bool g_rev;                          // this launch runs the reversed schedule
+bool g_strict;                       // this launch runs in strict mode
 
 // the running launch and block
 const char* g_kernel = nullptr;
@@ -67,6 +142,7 @@ unsigned g_bar_count;                // arrived at the current __syncthreads
 int g_bar_acc[3];                    // count / and / or of the predicates
 int g_bar_result;
 std::vector<unsigned> g_exited_mask; // per warp: lanes that have exited
+std::vector<unsigned> g_warp_waiting;// per warp: lanes waiting in a collective (a quick "not yet")
 unsigned char* g_dyn_smem = nullptr; // dynamic shared memory (EMU_SMEM_OPTIN bytes, reused)
 
 emu_stats_t g_stats;
@@ -80,7 +156,7 @@ bool env_flag(const char* name) {
 }  // namespace
 
 EmuConfig& emu_config() {
-    static EmuConfig c = [] {
+    static EmuConfig c = [] {  // NOLINT: read once; hot paths use copies taken at launch
         EmuConfig k;
         k.strict = env_flag("EMU_STRICT");
         k.reverse = env_flag("EMU_REVERSE");
@@ -128,11 +204,24 @@ void emu_fail(const char* fmt, ...) {
 namespace {
 struct sigaction g_old_segv, g_old_bus;
 
-void fault_handler(int sig, siginfo_t* si, void*) {
+void fault_handler(int sig, siginfo_t* si, void* uc) {
     char msg[768], w[256], what[256] = "";
     where(w, sizeof w);
     const char* addr = (const char*)si->si_addr;
-    if (!emu_mem_describe_fault(addr, what, sizeof what)) {
+    // a fault in (or just below) the running fiber's guard page, or with the stack pointer below
+    // the fiber's stack, is a stack overflow
+    Fiber* self = (Fiber*)emu_cur;
+    const char* sp = nullptr;
+#if defined(__x86_64__)
+    sp = (const char*)((ucontext_t*)uc)->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    sp = (const char*)((ucontext_t*)uc)->uc_mcontext.sp;
+#endif
+    if (self && ((sp && sp < self->stack_lo && sp > self->stack_lo - (1 << 24)) ||
+                 (addr < self->stack_lo && addr >= self->stack_lo - 4096)))
+        snprintf(what, sizeof what, "stack overflow of a CUDA thread (stacks are %zu KiB: set EMU_STACK_KB)",
+                 self->stack_size / 1024);
+    else if (!emu_mem_describe_fault(addr, what, sizeof what)) {
         for (Fiber* f : g_fibers)
             if (addr >= f->stack_lo - 4096 && addr < f->stack_lo) {
                 snprintf(what, sizeof what, "stack overflow of a CUDA thread (stacks are %zu KiB: set EMU_STACK_KB)",
@@ -178,22 +267,40 @@ namespace {
 
 void thread_exit(Fiber* f);
 
-// Park the running fiber and return to the scheduler; returns when the scheduler resumes it.
-__attribute__((noinline)) void fiber_yield(Fiber* f) {
-    if (!_setjmp(f->jb)) _longjmp(g_sched, 1);
+// The next runnable fiber of the current pass after the cursor, or null at the pass's end.
+inline Fiber* next_runnable() {
+    const unsigned n = g_nthreads;
+    while (++g_pos < n) {
+        Fiber* f = g_fibers[g_rev ? n - 1 - g_pos : g_pos];
+        if (f->state == F_RUNNABLE) return f;
+    }
+    return nullptr;
 }
 
-// Every fiber lives here forever: park, run one CUDA thread when resumed, repeat.
-void fiber_entry() {
-    Fiber* f = g_init_fiber;
-    for (;;) {
-        if (!_setjmp(f->jb)) _longjmp(g_sched, 1);  // park (the first time: back to fiber_create)
-        (*g_body)();
-        thread_exit(f);
+// The running fiber stops (it waits, or has finished): switch to the next runnable fiber of this
+// pass, or back to the scheduler at the pass's end. Returns when the fiber is resumed.
+void fiber_leave(Fiber* f) {
+    Fiber* next = next_runnable();
+    g_stats.switches++;
+    if (next) {
+        emu_cur = &next->pub;
+        ctx_switch(&f->ctx, &next->ctx);
+    } else {
+        ctx_switch(&f->ctx, &g_sched);
     }
 }
+inline void fiber_yield(Fiber* f) { fiber_leave(f); }
 
-ucontext_t g_init_uc;
+// Every fiber lives here forever: run one CUDA thread of the current block, leave, repeat (the
+// next block's scheduler resumes it inside fiber_leave).
+void fiber_entry() {
+    for (;;) {
+        Fiber* f = (Fiber*)emu_cur;
+        (*g_body)();
+        thread_exit(f);
+        fiber_leave(f);
+    }
+}
 
 Fiber* fiber_create() {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -206,13 +313,7 @@ Fiber* fiber_create() {
     f->stack_lo = base + page;
     f->stack_size = ssize;
     f->state = F_DONE;
-    getcontext(&g_init_uc);
-    g_init_uc.uc_stack.ss_sp = f->stack_lo;
-    g_init_uc.uc_stack.ss_size = ssize;
-    g_init_uc.uc_link = nullptr;
-    makecontext(&g_init_uc, fiber_entry, 0);
-    g_init_fiber = f;
-    if (!_setjmp(g_sched)) setcontext(&g_init_uc);  // runs fiber_entry up to its first park
+    ctx_init(&f->ctx, f->stack_lo, ssize, fiber_entry);
     return f;
 }
 
@@ -254,7 +355,7 @@ void thread_exit(Fiber* f) {
     unsigned warp = f->pub.linear / 32;
     g_exited_mask[warp] |= 1u << f->pub.lane;
     if (g_bar_count > 0) {
-        if (emu_config().strict)
+        if (g_strict)
             emu_fail("strict: thread exited while %u thread(s) wait at __syncthreads (every live thread must "
                      "reach each barrier)", g_bar_count);
         if (g_bar_count == g_live) release_barrier();
@@ -263,7 +364,7 @@ void thread_exit(Fiber* f) {
     for (unsigned l = 0; l < 32 && warp * 32 + l < g_nthreads; l++) {
         Fiber* o = g_fibers[warp * 32 + l];
         if (o->state != F_WARP || !(o->c_mask & (1u << f->pub.lane))) continue;
-        if (emu_config().strict)
+        if (g_strict)
             emu_fail("strict: thread exited while lane %u waits in %s with mask 0x%08x naming it", l,
                      warp_kind_name(o->c_kind), o->c_mask);
         try_complete_group(warp, o->c_mask);
@@ -276,7 +377,7 @@ void thread_exit(Fiber* f) {
 int emu_syncthreads_op(int op, int pred) {
     Fiber* f = cur();
     if (!f) emu_fail("__syncthreads called outside a kernel");
-    if (g_exited && emu_config().strict)
+    if (g_exited && g_strict)
         emu_fail("strict: __syncthreads reached after %u thread(s) of the block exited", g_exited);
     g_bar_count++;
     g_bar_acc[0] += pred != 0;
@@ -301,19 +402,17 @@ namespace {
 // The group of lanes `mask` in `warp`: when every (live, existing) lane of it waits in a collective
 // with the same mask, compute each lane's result and release them all. Returns whether it did.
 bool try_complete_group(unsigned warp, unsigned mask) {
-    const bool strict = emu_config().strict;
+    const bool strict = g_strict;
     unsigned eff = mask & warp_exists_mask(warp) & ~g_exited_mask[warp];
+    if ((unsigned)__builtin_popcount(eff) > g_warp_waiting[warp]) return false;  // not everyone is here yet
     Fiber** lanes = &g_fibers[warp * 32];
     int kind0 = -1;
     for (unsigned m = eff; m; m &= m - 1) {
         Fiber* o = lanes[__builtin_ctz(m)];
         if (o->state != F_WARP) return false;
-        if (o->c_mask != mask) {
-            if (strict)
-                emu_fail("strict: lanes of warp %u disagree on the mask of a warp collective (0x%08x vs 0x%08x)",
-                         warp, mask, o->c_mask);
-            return false;
-        }
+        // a lane of the mask waiting in another collective (another mask) will come later, or never:
+        // the deadlock report names both masks then
+        if (o->c_mask != mask) return false;
         if (kind0 < 0) kind0 = o->c_kind;
         else if (o->c_kind != kind0 && strict)
             emu_fail("strict: lanes of warp %u with mask 0x%08x are in different collectives (%s vs %s)", warp, mask,
@@ -366,15 +465,16 @@ bool try_complete_group(unsigned warp, unsigned mask) {
         }
         }
         if (src >= 0) {
+            // Reading a lane outside the group is not an error on the GPU, the value is undefined
+            // (kernels read and discard such values at warp edges). Permissive: the lane's own
+            // value; strict: all-ones bits (NaN, -1), which poison any result that uses them.
             if (src == (int)j || (eff >> src & 1u)) r = lanes[src]->c_bits;
-            else if (strict)
-                emu_fail("strict: lane %u of warp %u reads lane %d in %s, which is not in the mask 0x%08x (or has "
-                         "exited, or does not exist)", j, warp, src, warp_kind_name(o->c_kind), mask);
-            else r = o->c_bits;  // undefined on the GPU; the emulator returns the lane's own value
+            else r = strict ? ~0ull : o->c_bits;
         }
         o->c_result = r;
     }
     for (unsigned m = eff; m; m &= m - 1) lanes[__builtin_ctz(m)]->state = F_RUNNABLE;
+    g_warp_waiting[warp] -= (unsigned)__builtin_popcount(eff);
     return true;
 }
 
@@ -388,7 +488,7 @@ unsigned long long emu_warp_op(int kind, unsigned mask, unsigned long long bits,
         emu_fail("%s: mask 0x%08x does not name the calling lane %u", warp_kind_name(kind), mask, lane);
     if (width <= 0 || width > 32 || (width & (width - 1)))
         emu_fail("%s: width %d is not a power of two in 1..32", warp_kind_name(kind), width);
-    if (emu_config().strict) {
+    if (g_strict) {
         unsigned bad = mask & ~warp_exists_mask(warp);
         if (bad)
             emu_fail("strict: %s mask 0x%08x names lanes that do not exist (the block's last warp has %u lanes)",
@@ -403,6 +503,7 @@ unsigned long long emu_warp_op(int kind, unsigned mask, unsigned long long bits,
     f->c_arg = arg;
     f->c_width = width;
     f->state = F_WARP;
+    g_warp_waiting[warp]++;
     if (!try_complete_group(warp, mask)) fiber_yield(f);
     return f->c_result;
 }
@@ -478,25 +579,23 @@ void deadlock_report() {
     emu_fail("deadlock in kernel %s", g_kernel);
 }
 
-// Run every thread of the current block to completion.
+// Run every thread of the current block to completion: passes over the threads in schedule order,
+// each runnable thread running until it waits or finishes; a pass in which none can run while some
+// have not finished is a deadlock.
 void run_block() {
     const unsigned n = g_nthreads;
-    const bool rev = emu_config().reverse;
-    unsigned remaining = n;
-    while (remaining) {
-        bool progress = false;
-        for (unsigned k = 0; k < n; k++) {
-            Fiber* f = g_fibers[rev ? n - 1 - k : k];
-            if (f->state != F_RUNNABLE) continue;
-            emu_cur = &f->pub;
-            g_stats.switches++;
-            if (!_setjmp(g_sched)) _longjmp(f->jb, 1);
-            progress = true;
-            if (f->state == F_DONE) remaining--;
-        }
-        if (!progress) deadlock_report();
+    g_rev = emu_config().reverse;
+    for (;;) {
+        g_pos = (unsigned)-1;
+        Fiber* first = next_runnable();
+        if (!first) break;
+        emu_cur = &first->pub;
+        g_stats.switches++;
+        ctx_switch(&g_sched, &first->ctx);
     }
+    if (g_live) deadlock_report();
     emu_cur = nullptr;
+    (void)n;
 }
 
 void run_grid(const char* name, dim3 grid, dim3 block, size_t dyn_smem, const std::function<void()>& body) {
@@ -515,6 +614,8 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t dyn_smem, const st
     emu_block_dim = block;
     emu_grid_dim = grid;
     g_exited_mask.assign((n + 31) / 32, 0);
+    g_warp_waiting.assign((n + 31) / 32, 0);
+    g_strict = emu_config().strict;
     g_shared.start_launch();
     g_stats.launches++;
     for (unsigned bz = 0; bz < grid.z; bz++)
@@ -538,6 +639,7 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t dyn_smem, const st
                 g_bar_count = 0;
                 g_bar_acc[0] = 0; g_bar_acc[1] = 1; g_bar_acc[2] = 0;
                 for (auto& m : g_exited_mask) m = 0;
+                for (auto& m : g_warp_waiting) m = 0;
                 run_block();
                 g_shared.after_block();
                 g_stats.blocks++;

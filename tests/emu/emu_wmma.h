@@ -8,7 +8,9 @@
 // code over frag.x[0..num_elements) (scaling, activation, conversion) is therefore consistent: each
 // lane applies it to its own full copy. load_matrix_sync reads the whole tile in every lane;
 // store_matrix_sync writes it from every lane (the same values); mma_sync computes the full product
-// in every lane (32x redundant work; fine at test sizes). Supported: m16n16k16, m32n8k16, m8n32k16
+// in every lane (32x redundant work; fine at test sizes). Every *_sync operation begins with a
+// __syncwarp over the warp's live lanes, as the hardware executes them warp-wide: no lane stores a
+// tile before every lane has loaded its inputs (a kernel may load C and store D in place). Supported: m16n16k16, m32n8k16, m8n32k16
 // with a/b in half or __nv_bfloat16, accumulators in float or half; ldm counts elements.
 #ifndef DS_EMU_WMMA_H
 #define DS_EMU_WMMA_H
@@ -41,6 +43,8 @@ public:
     T x[num_elements];
 };
 
+inline void emu_wsync_() { __syncwarp(__activemask()); }
+
 template <typename T> inline float emu_wf_(T v) { return (float)v; }
 template <> inline float emu_wf_<__half>(__half v) { return __half2float(v); }
 template <> inline float emu_wf_<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -56,6 +60,7 @@ inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, const V& v) {
 // a / b: the layout is part of the fragment type.
 template <typename Use, int M, int N, int K, typename T, typename L>
 inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const T* p, unsigned ldm) {
+    emu_wsync_();
     static_assert(!std::is_same<L, void>::value, "matrix_a/matrix_b fragments need a layout");
     typedef fragment<Use, M, N, K, T, L> F;
     for (int r = 0; r < F::rows; r++)
@@ -65,12 +70,14 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const T* p, unsign
 // accumulator: the layout is an argument.
 template <int M, int N, int K, typename T>
 inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm, layout_t l) {
+    emu_wsync_();
     for (int r = 0; r < M; r++)
         for (int c = 0; c < N; c++)
             f.x[r * N + c] = l == mem_row_major ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r];
 }
 template <int M, int N, int K, typename T>
 inline void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t l) {
+    emu_wsync_();
     for (int r = 0; r < M; r++)
         for (int c = 0; c < N; c++)
             (l == mem_row_major ? p[(size_t)r * ldm + c] : p[(size_t)c * ldm + r]) = f.x[r * N + c];
@@ -80,6 +87,7 @@ inline void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, 
 template <int M, int N, int K, typename Tab, typename La, typename Lb, typename Tc, typename Td>
 inline void mma_sync(fragment<accumulator, M, N, K, Td>& d, const fragment<matrix_a, M, N, K, Tab, La>& a,
                      const fragment<matrix_b, M, N, K, Tab, Lb>& b, const fragment<accumulator, M, N, K, Tc>& c) {
+    emu_wsync_();
     float fa[M * K], fb[K * N], acc[M * N];
     for (int i = 0; i < M * K; i++) fa[i] = emu_wf_(a.x[i]);
     for (int i = 0; i < K * N; i++) fb[i] = emu_wf_(b.x[i]);
