@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The PyTorch side of the CPU benchmark: diffusers on PyTorch CPU, fp32.
+"""The PyTorch side of the benchmarks: diffusers on PyTorch, CPU fp32 (bench/run_cpu.sh) or CUDA
+fp16/bf16 (bench/gpu.sh: --device cuda --dtype fp16).
 
 Two measurements, one per process (so each peak RSS belongs to one measurement):
 
@@ -13,15 +14,24 @@ Two measurements, one per process (so each peak RSS belongs to one measurement):
                    CFG 7.5, torch.Generator("cpu").manual_seed(--seed), at the model's native size,
                    PIL output. Reports the model load time and the generate time separately.
 
-Settings: fp32 weights (the fp16 files are upcast at load), diffusers' default attention processor
-(AttnProcessor2_0 = torch SDPA; the processor actually in use is reported), transformers' default
-attention implementation for CLIP, torch.set_num_threads(--threads, default: the cores we may run
-on), torch.inference_mode().
+Settings: --dtype weights and activations (default fp32; the fp16 files are upcast at load),
+diffusers' default attention processor (AttnProcessor2_0 = torch SDPA; the processor actually in use
+is reported), transformers' default attention implementation for CLIP, torch.set_num_threads(--threads,
+default: the cores we may run on), torch.inference_mode().
+
+--device cuda: the model on the GPU in --dtype (fp16 is what bench/gpu.sh compares with diffscope's
+fp16 CUDA backend); inputs are drawn on the CPU generator exactly as above, then cast and moved.
+Every timed call is bracketed by torch.cuda.synchronize(). GPU memory: torch.cuda.max_memory_allocated
+/ max_memory_reserved, and "gpu_mem_peak_mb" = the largest device-wide use (cudaMemGetInfo) seen after
+a call minus the use right after CUDA initialization — the same measure bench_unet reports.
+--profile is CPU-only.
 
 Prints one JSON object on the last stdout line; progress goes to stderr.
 
   python3 bench/bench_torch.py --model tests/fixtures/sd1_tiny --mode unet --iters 10
   python3 bench/bench_torch.py --model bench/models/sd15-random --mode generate --steps 20
+  python3 bench/bench_torch.py --model bench/models/sd15-random --mode unet --device cuda --dtype fp16 \
+      --iters 50 --warmup 5
 """
 import argparse
 import json
@@ -47,25 +57,67 @@ def attn_processors(unet):
     return sorted({type(p).__name__ for p in unet.attn_processors.values()})
 
 
+class GpuMem:
+    """Device-wide GPU memory use (cudaMemGetInfo) above the use right after CUDA initialization."""
+
+    def __init__(self, torch, device):
+        self.torch, self.on = torch, device == "cuda"
+        self.base = self.peak = 0
+        if self.on:
+            torch.cuda.init()
+            free, total = torch.cuda.mem_get_info()
+            self.total, self.base = total, total - free
+            self.peak = self.base
+            torch.cuda.reset_peak_memory_stats()
+
+    def sample(self):
+        if self.on:
+            free, total = self.torch.cuda.mem_get_info()
+            self.peak = max(self.peak, total - free)
+
+    def report(self):
+        if not self.on:
+            return {}
+        t = self.torch
+        return {"gpu": t.cuda.get_device_name(), "gpu_mem_peak_mb": (self.peak - self.base) / 1e6,
+                "gpu_mem": {"total_mb": self.total / 1e6, "baseline_mb": self.base / 1e6,
+                            "peak_mb": (self.peak - self.base) / 1e6,
+                            "max_allocated_mb": t.cuda.max_memory_allocated() / 1e6,
+                            "max_reserved_mb": t.cuda.max_memory_reserved() / 1e6}}
+
+
+def sync(args, torch):
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+
+
 def bench_unet(args, torch):
     from diffusers import UNet2DConditionModel
 
+    mem = GpuMem(torch, args.device)
+    dt_ = args.torch_dtype
     t0 = time.perf_counter()
-    unet = UNet2DConditionModel.from_pretrained(args.model, subfolder="unet", torch_dtype=torch.float32).eval()
-    unet.to(torch.float32)  # a no-op unless a future diffusers ignores torch_dtype (deprecated for `dtype`)
+    unet = UNet2DConditionModel.from_pretrained(args.model, subfolder="unet", torch_dtype=dt_).eval()
+    unet.to(device=args.device, dtype=dt_)  # also a guard in case a future diffusers ignores torch_dtype
+    sync(args, torch)
     load_s = time.perf_counter() - t0
+    mem.sample()
     cfg = unet.config
     lat = args.size // args.latent_scale if args.size else cfg.sample_size
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randn(2, cfg.in_channels, lat, lat, generator=g, dtype=torch.float32)
     ctx = torch.randn(2, 77, cfg.cross_attention_dim, generator=g, dtype=torch.float32)
-    t = torch.tensor([args.timestep, args.timestep], dtype=torch.long)
+    x, ctx = x.to(device=args.device, dtype=dt_), ctx.to(device=args.device, dtype=dt_)
+    t = torch.tensor([args.timestep, args.timestep], dtype=torch.long, device=args.device)
     times = []
     with torch.inference_mode():
         for i in range(args.warmup + args.iters):
+            sync(args, torch)
             t1 = time.perf_counter()
             out = unet(x, t, encoder_hidden_states=ctx).sample
+            sync(args, torch)
             dt = time.perf_counter() - t1
+            mem.sample()
             if i >= args.warmup:
                 times.append(dt)
             log(f"  unet step {i + 1}/{args.warmup + args.iters}: {dt * 1e3:.1f} ms" +
@@ -78,9 +130,14 @@ def bench_unet(args, torch):
         "latent": [2, cfg.in_channels, lat, lat],
         "context": [2, 77, cfg.cross_attention_dim],
         "attn_processors": attn_processors(unet),
-        "out_std": out.std().item(),
+        "out_std": out.float().std().item(),
+        "out_finite": bool(torch.isfinite(out).all().item()),
     }
-    if args.profile:
+    res.update(mem.report())
+    out = out.float().cpu()
+    if args.profile and args.device != "cpu":
+        log("bench_torch: --profile is CPU-only; skipped")
+    elif args.profile:
         res["profile"] = profile_unet_step(unet, x, t, ctx, torch)
     if args.check:
         import numpy as np
@@ -168,9 +225,11 @@ def bench_generate(args, torch):
     from diffusers import StableDiffusionPipeline
 
     t0 = time.perf_counter()
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, safety_checker=None,
+    mem = GpuMem(torch, args.device)
+    pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=args.torch_dtype, safety_checker=None,
                                                    requires_safety_checker=False)
-    pipe.to(torch.float32)  # a no-op unless a future diffusers ignores torch_dtype
+    pipe.to(device=args.device, dtype=args.torch_dtype)  # also a guard in case torch_dtype is ignored
+    sync(args, torch)
     pipe.set_progress_bar_config(disable=True)
     load_s = time.perf_counter() - t0
     vsf = pipe.vae_scale_factor
@@ -188,7 +247,9 @@ def bench_generate(args, torch):
     with torch.inference_mode():
         img = pipe(PROMPT, num_inference_steps=args.steps, guidance_scale=7.5, generator=g, height=size,
                    width=size, output_type="pil").images[0]
+    sync(args, torch)
     gen_s = time.perf_counter() - t1
+    mem.sample()
     if args.out:
         img.save(args.out)
     return {
@@ -200,6 +261,7 @@ def bench_generate(args, torch):
         "unet_calls": calls[0],
         "scheduler": type(pipe.scheduler).__name__,
         "attn_processors": attn_processors(pipe.unet),
+        **mem.report(),
     }
 
 
@@ -217,7 +279,12 @@ def main():
     ap.add_argument("--profile", action="store_true", help="unet mode: one more step under torch.profiler")
     ap.add_argument("--check", help="unet mode: compare the output with this .npy (bench_unet --save-out)")
     ap.add_argument("--out", help="generate mode: also save the image here")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+                    help="weights and activations (fp16/bf16: with --device cuda)")
     args = ap.parse_args()
+    if args.device == "cpu" and args.dtype != "fp32":
+        ap.error("--dtype fp16/bf16 needs --device cuda (the CPU comparison is fp32)")
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     import torch
@@ -225,6 +292,10 @@ def main():
     import transformers
 
     torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        log("bench_torch: --device cuda: torch sees no usable GPU; this benchmark needs one")
+        return 1
+    args.torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     # latent side = pixels / the VAE's scale factor (2^(levels - 1), from vae/config.json)
     args.latent_scale = 8
     try:
@@ -238,7 +309,8 @@ def main():
         "mode": args.mode,
         "model": args.model,
         "threads": torch.get_num_threads(),
-        "dtype": "float32",
+        "device": args.device,
+        "dtype": str(args.torch_dtype).replace("torch.", ""),
         "maxrss_kb": maxrss_kb(),
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                      "transformers": transformers.__version__},

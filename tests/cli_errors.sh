@@ -120,5 +120,15 @@ grep -qE "^ +2368 +cat</w>" <<<"$out" && passes=$((passes+1)) || { echo "FAIL to
 cp -r $M "$T/model"
 expect_fail "--out equal to the model" "refusing to overwrite" "$BIN" generate --model "$T/model/unet/diffusion_pytorch_model.safetensors" --prompt x --out "$T/model/unet/diffusion_pytorch_model.safetensors"
 
+# bench: flags checked before loading; --device cuda without a GPU is the device error plus "needs a GPU"
+expect_fail "bench bad --capture" "--capture expects off, on or both, got 'maybe'" "$BIN" bench --model $M --capture maybe
+expect_fail "bench bad --plan" "--plan expects mean, daam or p2p" "$BIN" bench --model $M --plan x
+expect_fail "bench zero --iters" "--iters expects an integer between 1 and 1000" "$BIN" bench --model $M --iters 0
+out=$("$BIN" bench --model $M --device cpu --steps 2 --iters 1 --warmup 0 --capture both --json 2>/dev/null)
+grep -q '"capture_overhead_pct"' <<<"$out" && grep -q "ms/step" <<<"$out" && passes=$((passes+1)) || { echo "FAIL bench --device cpu --capture both: $out"; fails=$((fails+1)); }
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  expect_fail "bench --device cuda without a GPU" "needs a usable GPU" "$BIN" bench --model $M --device cuda --steps 1
+fi
+
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

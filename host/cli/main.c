@@ -360,6 +360,7 @@ int cmd_prune(int argc, char** argv);      // cmd_edit.c
 int cmd_apply(int argc, char** argv);      // cmd_edit.c
 int cmd_testbed(int argc, char** argv);    // cmd_testbed.c
 int cmd_localize(int argc, char** argv);   // cmd_localize.c
+int cmd_bench(int argc, char** argv);      // cmd_bench.c
 static const command kCommands[] = {
     {"generate", cmd_generate, "generate an image from a prompt"},
     {"info", cmd_info, "show a model's architecture, dtypes and parameter counts"},
@@ -372,6 +373,7 @@ static const command kCommands[] = {
     {"apply", cmd_apply, "apply a delta file to a model"},
     {"testbed", cmd_testbed, "scene-world testbed: detection rate and heatmap mIoU (eval), held-out scenes (make)"},
     {"localize", cmd_localize, "localize a concept: FFN neurons (ConceptPrune), layers, heads, timesteps"},
+    {"bench", cmd_bench, "time generation steps on the chosen device (ms/step, it/s, capture overhead, GPU memory)"},
 };
 
 static void usage(FILE* f) {
