@@ -207,8 +207,11 @@ static void test_norms() {
         int G;
         float mean;
     };
+    // S = 17 and 64 split into 2 and 4 row slices, S = 300 into 19 (the combination of many
+    // partials); C = 1280 needs two channels per thread; S = 1 one slice of one row
     const gs gcases[] = {{2, 17, 12, 4, 0.0f}, {1, 1, 32, 32, 0.5f}, {2, 64, 40, 8, 3.0f},
-                         {1, 9, 30, 3, -2.0f}, {3, 5, 7, 1, 10.0f}};
+                         {1, 9, 30, 3, -2.0f}, {3, 5, 7, 1, 10.0f},  {1, 300, 64, 32, 5.0f},
+                         {1, 3, 1280, 32, 0.0f}};
     for (const gs& g : gcases) {
         const int64_t n = g.N * g.S * g.C;
         buf x = input(n, g.mean, 1.5f), gamma = input(g.C, 1.0f, 0.3f), beta = input(g.C);
