@@ -803,6 +803,7 @@ int main(int argc, char** argv) {
     int lat_shape[4] = {B, Cin, lat, lat}, ctx_shape[3] = {B, L, D};
     cJSON_AddItemToObject(res, "latent", cJSON_CreateIntArray(lat_shape, 4));
     cJSON_AddItemToObject(res, "context", cJSON_CreateIntArray(ctx_shape, 3));
+    cJSON_AddNumberToObject(res, "size_px", lat * vsf);
     if (!cuda) cJSON_AddNumberToObject(res, "threads", threads);
     cJSON_AddStringToObject(res, "dtype",
                             dtype == DS_ACT_F16 ? "float16" : dtype == DS_ACT_BF16 ? "bfloat16" : "float32");
