@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <functional>
+#include <utility>
+#include <vector>
 #include <stddef.h>
 
 #include "emu_control.h"
@@ -32,6 +34,11 @@ bool emu_mem_describe_fault(const void* addr, char* buf, size_t n);
 // ---- streams and graph capture (emu_api.cpp) ---------------------------------------------------
 // Runs `op` now, or appends it to the graph the stream is capturing.
 void emu_stream_do(cudaStream_t s, std::function<void()> op);
+
+// ---- symbols (emu_symbols.cpp) -------------------------------------------------------------------
+// The writable function-local statics (address, bytes) of the kernel at fn: its static __shared__
+// variables, also in template instantiations. Empty when the program has no symbol table.
+const std::vector<std::pair<void*, size_t>>& emu_kernel_statics(const void* fn);
 
 // ---- launches (emu_runtime.cpp) ----------------------------------------------------------------
 size_t emu_func_max_dyn_smem(const void* fn);  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)

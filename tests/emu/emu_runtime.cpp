@@ -520,7 +520,10 @@ void* emu_dynamic_shared() {
     return g_dyn_smem;
 }
 
-// ---- static __shared__: the emu_shared section, poisoned before every block --------------------
+// ---- static __shared__: poisoned before every block ---------------------------------------------
+// Two sources: the emu_shared section (emu_cuda.h's __shared__ in non-template functions) and the
+// kernel's own function-local statics found in the symbol table (emu_symbols.cpp: g++ drops the
+// section of statics in template instantiations).
 extern "C" {
 extern unsigned char __start_emu_shared[] __attribute__((weak));
 extern unsigned char __stop_emu_shared[] __attribute__((weak));
@@ -598,7 +601,8 @@ void run_block() {
     (void)n;
 }
 
-void run_grid(const char* name, dim3 grid, dim3 block, size_t dyn_smem, const std::function<void()>& body) {
+void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t dyn_smem,
+              const std::function<void()>& body) {
     std::lock_guard<std::recursive_mutex> lock(g_launch_mu);
     if (g_kernel) emu_fail("kernel %s launched from inside kernel %s (no dynamic parallelism)", name, g_kernel);
     install_fault_handler();
@@ -617,12 +621,14 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t dyn_smem, const st
     g_warp_waiting.assign((n + 31) / 32, 0);
     g_strict = emu_config().strict;
     g_shared.start_launch();
+    const std::vector<std::pair<void*, size_t>>& statics = emu_kernel_statics(fn);
     g_stats.launches++;
     for (unsigned bz = 0; bz < grid.z; bz++)
         for (unsigned by = 0; by < grid.y; by++)
             for (unsigned bx = 0; bx < grid.x; bx++) {
                 emu_block_idx = make_uint3(bx, by, bz);
                 g_shared.before_block();
+                for (auto& v : statics) memset(v.first, 0xff, v.second);
                 if (dyn_smem) memset(g_dyn_smem, 0xff, dyn_smem);
                 unsigned i = 0;
                 for (unsigned z = 0; z < block.z; z++)
@@ -689,7 +695,7 @@ void emu_launch_erased(const char* name, const void* fn, dim3 grid, dim3 block, 
         return;
     }
     auto shared_body = std::make_shared<std::function<void()>>(std::move(body));
-    emu_stream_do(stream, [name, grid, block, dyn_smem, shared_body]() {
-        run_grid(name, grid, block, dyn_smem, *shared_body);
+    emu_stream_do(stream, [name, fn, grid, block, dyn_smem, shared_body]() {
+        run_grid(name, fn, grid, block, dyn_smem, *shared_body);
     });
 }

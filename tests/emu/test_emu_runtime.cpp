@@ -262,9 +262,9 @@ static void test_half_math() {
 }
 
 static void test_poison() {
-    unsigned* out = dev<unsigned>(6);
+    unsigned* out = dev<unsigned>(9);
     st_poison(out, 3);
-    for (unsigned v : host(out, 6)) CHECK(v == 0xffffffffu);
+    for (unsigned v : host(out, 9)) CHECK(v == 0xffffffffu);
     cudaFree(out);
 }
 

@@ -223,7 +223,19 @@ __global__ void poison_k(unsigned* out) {
     s[threadIdx.x] = 1234;  // dirties the block's copy: the next block must see poison again
     dyn[threadIdx.x] = 99;
 }
-void st_poison(unsigned* out, int blocks) { DS_LAUNCH(poison_k, blocks, 64, 64 * sizeof(unsigned), 0, out); }
+// The same in a template kernel (g++ drops the section attribute there: found by symbol instead).
+template <typename T>
+__global__ void poison_tk(unsigned* out) {
+    __shared__ T s[64];
+    if (threadIdx.x == 0) out[blockIdx.x] = s[21];
+    __syncthreads();
+    s[threadIdx.x] = (T)5;
+}
+void st_poison(unsigned* out, int blocks) {
+    DS_LAUNCH(poison_k, blocks, 64, 64 * sizeof(unsigned), 0, out);
+    auto* k = poison_tk<unsigned>;
+    DS_LAUNCH(k, blocks, 64, 0, 0, out + 2 * blocks);
+}
 
 // ---- a race the forward order hides: no barrier between the write and the neighbour's read --------
 __global__ void racy_k(int* out) {

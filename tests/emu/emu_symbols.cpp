@@ -1,0 +1,119 @@
+// emu_symbols.cpp — finds a kernel's static __shared__ variables through the program's symbol table,
+// so they can be poisoned before every block.
+//
+// Why: emu_cuda.h puts __shared__ variables in the "emu_shared" section, but g++ (12) silently drops
+// the section attribute of a function-local static in a template instantiation, and most kernels
+// are templates. Their __shared__ arrays still work (one static per instantiation, shared by the
+// block's fibers) but land in .bss. The symbol table names them: a local static `red` of the kernel
+// whose mangled name is _Z<rest> is _ZZ<rest>E3red (plus a discriminator when several share a
+// name). So: kernel address -> kernel symbol -> its writable local statics. Variables declared in
+// template __device__ helpers the kernel calls are not found this way (documented limit); those in
+// non-template functions are in the emu_shared section anyway. A stripped program yields nothing.
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "emu_internal.h"
+
+namespace {
+
+struct ObjSym {
+    std::string name;
+    uintptr_t addr;  // run-time address
+    size_t size;
+};
+
+struct SymIndex {
+    bool loaded = false;
+    std::unordered_map<uintptr_t, std::string> funcs;  // run-time address -> mangled name
+    std::vector<ObjSym> statics;                       // writable _ZZ... objects, sorted by name
+    std::map<const void*, std::vector<std::pair<void*, size_t>>> per_kernel;
+};
+
+std::mutex g_mu;
+SymIndex g_idx;
+
+int find_main_bias(struct dl_phdr_info* info, size_t, void* out) {
+    *(uintptr_t*)out = (uintptr_t)info->dlpi_addr;  // the first object is the main program
+    return 1;
+}
+
+void load(SymIndex& ix) {
+    ix.loaded = true;
+    int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(Elf64_Ehdr)) { close(fd); return; }
+    size_t len = (size_t)st.st_size;
+    void* map = mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return;
+    const unsigned char* base = (const unsigned char*)map;
+    const Elf64_Ehdr* eh = (const Elf64_Ehdr*)base;
+    uintptr_t bias = 0;
+    dl_iterate_phdr(find_main_bias, &bias);
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_ident[EI_CLASS] == ELFCLASS64 &&
+        eh->e_shoff && eh->e_shoff + (size_t)eh->e_shnum * sizeof(Elf64_Shdr) <= len) {
+        const Elf64_Shdr* sh = (const Elf64_Shdr*)(base + eh->e_shoff);
+        for (int i = 0; i < eh->e_shnum; i++) {
+            if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
+            const Elf64_Shdr& strs = sh[sh[i].sh_link];
+            if (sh[i].sh_offset + sh[i].sh_size > len || strs.sh_offset + strs.sh_size > len) continue;
+            const Elf64_Sym* syms = (const Elf64_Sym*)(base + sh[i].sh_offset);
+            size_t n = sh[i].sh_size / sizeof(Elf64_Sym);
+            const char* names = (const char*)(base + strs.sh_offset);
+            for (size_t k = 0; k < n; k++) {
+                const Elf64_Sym& s = syms[k];
+                if (s.st_name >= strs.sh_size || s.st_value == 0) continue;
+                const char* nm = names + s.st_name;
+                int type = ELF64_ST_TYPE(s.st_info);
+                if (type == STT_FUNC && nm[0] == '_' && nm[1] == 'Z') {
+                    ix.funcs.emplace(bias + s.st_value, nm);
+                } else if (type == STT_OBJECT && s.st_size && strncmp(nm, "_ZZ", 3) == 0 &&
+                           s.st_shndx < eh->e_shnum && (sh[s.st_shndx].sh_flags & SHF_WRITE)) {
+                    ix.statics.push_back(ObjSym{nm, bias + s.st_value, s.st_size});
+                }
+            }
+        }
+    }
+    munmap(map, len);
+    std::sort(ix.statics.begin(), ix.statics.end(), [](const ObjSym& a, const ObjSym& b) { return a.name < b.name; });
+}
+
+}  // namespace
+
+// The writable function-local statics of the kernel at `fn` (its static __shared__ variables).
+const std::vector<std::pair<void*, size_t>>& emu_kernel_statics(const void* fn) {
+    std::lock_guard<std::mutex> lock(g_mu);
+    SymIndex& ix = g_idx;
+    auto it = ix.per_kernel.find(fn);
+    if (it != ix.per_kernel.end()) return it->second;
+    if (!ix.loaded) load(ix);
+    std::vector<std::pair<void*, size_t>>& out = ix.per_kernel[fn];
+    auto f = ix.funcs.find((uintptr_t)fn);
+    if (f == ix.funcs.end()) return out;
+    // _Z<rest>  ->  statics are _ZZ<rest>E<name>
+    std::string prefix = "_ZZ" + f->second.substr(2) + "E";
+    auto lo = std::lower_bound(ix.statics.begin(), ix.statics.end(), prefix,
+                               [](const ObjSym& a, const std::string& p) { return a.name < p; });
+    static const bool verbose = getenv("EMU_VERBOSE") && *getenv("EMU_VERBOSE") != '0';
+    for (; lo != ix.statics.end() && lo->name.compare(0, prefix.size(), prefix) == 0; ++lo) {
+        out.emplace_back((void*)lo->addr, lo->size);
+        if (verbose) fprintf(stderr, "emu: %s: static __shared__ %s, %zu bytes\n", f->second.c_str(), lo->name.c_str(), lo->size);
+    }
+    return out;
+}
