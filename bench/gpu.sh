@@ -23,12 +23,14 @@
 #                                   output is compared with diffscope's (rel. L2)
 #   6. prints a table (ms per CFG step, capture overhead, peak GPU memory, per-kernel-class GB/s and
 #      TFLOP/s beside the measured peaks, the goals) and writes bench/results/gpu-<date>.json, the
-#      markdown for docs/benchmarks.md (bench/results/gpu-<date>.md) and the logs (bench/results/gpu-<date>/).
+#      markdown (bench/results/gpu-<date>.md, also written into the GPU section of docs/benchmarks.md)
+#      and the logs (bench/results/gpu-<date>/).
 #
 # Options: --iters N (timed UNet steps, 50), --warmup N (5), --gen-iters N (timed generations per
 #          capture setting in diffscope bench, 3), --model DIR (bench/models/sd15-random),
 #          --build DIR (build-gpu), --skip-build, --skip-tests, --skip-torch, --dry-run (print the
 #          commands, run nothing), --report DIR (only rebuild the table/markdown from a results folder),
+#          --no-docs (do not write the results into docs/benchmarks.md's GPU section),
 #          --rehearse-cpu (no GPU needed: the same steps on the CPU backend, fp32, with the fixture model
 #          tests/fixtures/sd1_tiny and 3 iterations unless given, using an existing --build (default
 #          build-gpu); no build, op tests, bench_peak or bf16; results in $TMPDIR — checks the plumbing
@@ -40,7 +42,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 ITERS=50 WARMUP=5 GEN_ITERS=3 MODEL="bench/models/sd15-random" BUILD="$ROOT/build-gpu"
-BUILD_IT=1 TESTS=1 TORCH=1 DRY=0 REPORT_ONLY="" REHEARSE=0 MODEL_SET=0 ITERS_SET=0
+BUILD_IT=1 TESTS=1 TORCH=1 DRY=0 REPORT_ONLY="" REHEARSE=0 MODEL_SET=0 ITERS_SET=0 DOCS=1
 ARGS="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -55,6 +57,7 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY=1 ;;
     --report) REPORT_ONLY="$2"; shift ;;
     --rehearse-cpu) REHEARSE=1 ;;
+    --no-docs) DOCS=0 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -62,7 +65,7 @@ while [ $# -gt 0 ]; do
 done
 DEV=cuda PREC=fp16
 if [ "$REHEARSE" = 1 ]; then
-  DEV=cpu PREC=fp32 BUILD_IT=0 TESTS=0
+  DEV=cpu PREC=fp32 BUILD_IT=0 TESTS=0 DOCS=0
   [ "$MODEL_SET" = 1 ] || MODEL="tests/fixtures/sd1_tiny"
   [ "$ITERS_SET" = 1 ] || { ITERS=3; WARMUP=1; GEN_ITERS=1; }
 fi
@@ -214,7 +217,8 @@ if [ "$DRY" = 1 ]; then
   exit 0
 fi
 printf '%s\n' "${FAILED[@]+"${FAILED[@]}"}" >"$RES/failed.txt"
-"$PY" "$ROOT/bench/gpu_report.py" "$RES" || STATUS=1
+docs=(); [ "$DOCS" = 1 ] && docs=(--docs "$ROOT/docs/benchmarks.md")
+"$PY" "$ROOT/bench/gpu_report.py" "$RES" "${docs[@]+"${docs[@]}"}" || STATUS=1
 if [ "$STATUS" != 0 ]; then
   echo "gpu.sh: not everything passed: ${FAILED[*]-report}" >&2
 fi

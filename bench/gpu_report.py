@@ -4,7 +4,10 @@ of every program, meta.json, the op tests' exit codes), prints the table, and wr
 bench/results/gpu-<date>.json (everything, merged) and bench/results/gpu-<date>.md (markdown for the
 GPU section of docs/benchmarks.md).
 
-  python3 bench/gpu_report.py bench/results/gpu-20270101-120000
+  python3 bench/gpu_report.py bench/results/gpu-20270101-120000 [--docs docs/benchmarks.md]
+
+--docs replaces the results block of the GPU section (between <!-- BEGIN bench-gpu --> and
+<!-- END bench-gpu -->) with this run's markdown (appended at the end when the markers are missing).
 
 Goals (issue 4, for an H100): <= 4.5 ms per UNet CFG step with capture on, capture overhead <= 2 %,
 peak GPU memory <= 2.5 GB (SD1.5, fp16, 512², CFG). Only judged as met / missed on an H100; on other
@@ -56,10 +59,15 @@ def goal(value, limit, on_h100):
 
 
 def main():
-    if len(sys.argv) != 2:
+    argv = sys.argv[1:]
+    docs = None
+    if len(argv) == 3 and argv[1] == "--docs":
+        docs = argv[2]
+        argv = argv[:1]
+    if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    res = sys.argv[1].rstrip("/")
+    res = argv[0].rstrip("/")
     if not os.path.isdir(res):
         print(f"gpu_report.py: {res} is not a folder", file=sys.stderr)
         return 2
@@ -185,8 +193,29 @@ def main():
         json.dump(merged, f, indent=1)
     with open(mp, "w") as f:
         f.write("\n".join(L))
-    print(f"\nwrote {jp} and {mp} (paste the markdown into the GPU section of docs/benchmarks.md)")
+    print(f"\nwrote {jp} and {mp}")
+    if docs:
+        update_docs(docs, "\n".join(L))
+        print(f"updated {docs} (GPU section)")
     return 0
+
+
+BEGIN, END = "<!-- BEGIN bench-gpu -->", "<!-- END bench-gpu -->"
+
+
+def update_docs(path, md):
+    with open(path) as f:
+        text = f.read()
+    block = f"{BEGIN}\n{md.rstrip()}\n{END}"
+    a, b = text.find(BEGIN), text.find(END)
+    if a >= 0 and b > a:
+        text = text[:a] + block + text[b + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
