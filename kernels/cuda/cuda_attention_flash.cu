@@ -178,6 +178,30 @@ template <typename T> static fw_layout fw_make_layout(int dp) {
     return L;
 }
 
+// Shared tile dst (R × dp) = rows [0, n) of the strided global tile src (row stride `stride`,
+// dh elements a row), zeros in rows ≥ n and columns ≥ dh, by the whole block. vec: 16-byte loads
+// (dh and stride multiples of 8 elements, src 16-byte aligned: every SD shape).
+template <typename T>
+__device__ __forceinline__ void fw_load_tile(T* dst, const T* src, int64_t stride, int n, int R,
+                                             int dh, int dp, bool vec) {
+    const int tid = threadIdx.x, nt = blockDim.x;
+    if (vec) {
+        const int cpr = dp / 8;  // 16-byte chunks per shared row
+        for (int i = tid; i < R * cpr; i += nt) {
+            const int r = i / cpr, c = (i - r * cpr) * 8;
+            uint4 x = make_uint4(0u, 0u, 0u, 0u);  // all-zero bits: +0 in fp16 and bf16
+            if (r < n && c < dh) x = *(const uint4*)(src + (int64_t)r * stride + c);
+            *(uint4*)(dst + (size_t)r * dp + c) = x;
+        }
+    } else {
+        const T zero = ds_from_f32<T>(0.0f);
+        for (int i = tid; i < R * dp; i += nt) {
+            const int r = i / dp, d = i - r * dp;
+            dst[i] = (r < n && d < dh) ? src[(int64_t)r * stride + d] : zero;
+        }
+    }
+}
+
 // grid (ceil(Lq / FW_BQ), heads, nb), block 32 · FW_WARPS. dp = dh rounded up to 16.
 template <typename T>
 __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) stride qs
@@ -186,7 +210,7 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
                                   T* __restrict__ out,      // (B, Lq, heads·dh)
                                   int64_t qs, int64_t ks, int64_t vs, int b0, int Lq, int Lk,
                                   int heads, int dh, int dp, float scale, int causal,
-                                  fw_layout lay) {
+                                  int vec, fw_layout lay) {
     using namespace nvcuda;
     DS_DYN_SHARED(unsigned char, smem);
     T* Qs = (T*)(smem + lay.q);      // FW_BQ × dp, zero-padded rows and columns
@@ -205,68 +229,71 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
     const T* qb = q + ((int64_t)b * Lq + q0) * qs + (int64_t)h * dh;
     const T* kb = k + (int64_t)b * Lk * ks + (int64_t)h * dh;
     const T* vb = v + (int64_t)b * Lk * vs + (int64_t)h * dh;
-    const T zero = ds_from_f32<T>(0.0f);
-
     float* Os = (float*)(smem + lay.o);
-    for (int i = tid; i < FW_BQ * dp; i += nt) {
-        const int r = i / dp, d = i - r * dp;
-        Qs[i] = (r < nr && d < dh) ? qb[(int64_t)r * qs + d] : zero;
-        Os[i] = 0.0f;
-    }
+    for (int i = tid; i < FW_BQ * dp; i += nt) Os[i] = 0.0f;
+    fw_load_tile(Qs, qb, qs, nr, FW_BQ, dh, dp, vec);
     // Softmax ownership: lane pair (2r, 2r+1) owns row r of the warp's 16, each lane one half of
-    // the key tile's columns; both lanes keep the row's m and l.
+    // the key tile's columns; both lanes keep the row's m and l. Scores are kept in base 2
+    // (s · scale · log2 e), so every exponential is one exp2f.
     const int row = lane >> 1, half = lane & 1;
     const int qi = q0 + warp * 16 + row;  // this lane's query row
+    const float sl2 = scale * 1.4426950408889634f;
     float m = -INFINITY, l = 0.0f;
 
     const int kend = causal ? min(Lk, q0 + nr) : Lk;
     for (int k0 = 0; k0 < kend; k0 += FW_BK) {
         const int kn = min(FW_BK, kend - k0);
         __syncthreads();  // every warp is done with the previous K / V tile
-        for (int i = tid; i < FW_BK * dp; i += nt) {
-            const int j = i / dp, d = i - j * dp;
-            const bool in = j < kn && d < dh;
-            Ks[i] = in ? kb[(int64_t)(k0 + j) * ks + d] : zero;
-            Vs[i] = in ? vb[(int64_t)(k0 + j) * vs + d] : zero;  // zero rows: 0 · V stays finite
-        }
+        // zero rows past kn: their scores are masked, and 0 · V must stay finite
+        fw_load_tile(Ks, kb + (int64_t)k0 * ks, ks, kn, FW_BK, dh, dp, vec);
+        fw_load_tile(Vs, vb + (int64_t)k0 * vs, vs, kn, FW_BK, dh, dp, vec);
         __syncthreads();
-        // ---- S (16 × FW_BK) = Q_w (16 × dp) · Kᵀ (dp × FW_BK)
-        for (int n = 0; n < FW_BK / 16; n++) {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-            wmma::fill_fragment(acc, 0.0f);
+        // ---- S (16 × FW_BK) = Q_w (16 × dp) · Kᵀ (dp × FW_BK): each Q fragment loaded once and
+        // used for the tile's 4 key blocks
+        {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc[FW_BK / 16];
+#pragma unroll
+            for (int n = 0; n < FW_BK / 16; n++) wmma::fill_fragment(sacc[n], 0.0f);
             for (int kk = 0; kk < dp / 16; kk++) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
                 wmma::load_matrix_sync(fa, Qs + (size_t)warp * 16 * dp + kk * 16, dp);
-                // Kᵀ as a column-major (dp × keys) matrix is K row-major: column n = key n
-                wmma::load_matrix_sync(fb, Ks + (size_t)n * 16 * dp + kk * 16, dp);
-                wmma::mma_sync(acc, fa, fb, acc);
+#pragma unroll
+                for (int n = 0; n < FW_BK / 16; n++) {
+                    // Kᵀ as a column-major (dp × keys) matrix is K row-major: column n = key n
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+                    wmma::load_matrix_sync(fb, Ks + (size_t)n * 16 * dp + kk * 16, dp);
+                    wmma::mma_sync(sacc[n], fa, fb, sacc[n]);
+                }
             }
-            wmma::store_matrix_sync(Sw + n * 16, acc, FW_BK, wmma::mem_row_major);
+#pragma unroll
+            for (int n = 0; n < FW_BK / 16; n++)
+                wmma::store_matrix_sync(Sw + n * 16, sacc[n], FW_BK, wmma::mem_row_major);
         }
         __syncwarp();
-        // ---- online softmax of row `row`, columns [half · 32, half · 32 + 32)
+        // ---- online softmax of row `row`, columns [c0, c0 + 32), scores held in registers
         const int c0 = half * (FW_BK / 2);
-        float* sr = Sw + row * FW_BK;
+        const float* sr = Sw + row * FW_BK + c0;
+        float sv[FW_BK / 2];
         float mx = -INFINITY;
-        for (int c = c0; c < c0 + FW_BK / 2; c++) {
-            const bool vis = c < kn && !(causal && k0 + c > qi);
-            const float s = vis ? sr[c] * scale : -INFINITY;
-            sr[c] = s;
-            mx = fmaxf(mx, s);
+#pragma unroll
+        for (int c = 0; c < FW_BK / 2; c++) {
+            const bool vis = c0 + c < kn && !(causal && k0 + c0 + c > qi);
+            sv[c] = vis ? sr[c] * sl2 : -INFINITY;
+            mx = fmaxf(mx, sv[c]);
         }
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         const float m_new = fmaxf(m, mx);
         const bool none = m_new == -INFINITY;  // no visible key yet (a padded or masked row)
         float sum = 0.0f;
-        T* pr = Pw + row * FW_BK;
-        for (int c = c0; c < c0 + FW_BK / 2; c++) {
-            const T p = ds_from_f32<T>(none ? 0.0f : expf(sr[c] - m_new));
+        T* pr = Pw + row * FW_BK + c0;
+#pragma unroll
+        for (int c = 0; c < FW_BK / 2; c++) {
+            const T p = ds_from_f32<T>(none ? 0.0f : exp2f(sv[c] - m_new));
             pr[c] = p;
             sum += ds_to_f32(p);  // the rounded value: what P·V will use
         }
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        const float corr = none ? 1.0f : expf(m - m_new);
+        const float corr = none ? 1.0f : exp2f(m - m_new);
         l = l * corr + sum;
         m = m_new;
         // ---- O_w (16 × dp) = corr · O_w + P_w (16 × FW_BK) · V (FW_BK × dp), in column chunks of
@@ -274,17 +301,19 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
         // into O_w row by row. O is never read-modified-written through a fragment, whose
         // element-to-lane layout is unspecified, so the per-row rescale stays elementwise.
         __syncwarp();  // every lane is done reading S_w and writing P_w
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pa[FW_BK / 16];
+#pragma unroll
+        for (int kk = 0; kk < FW_BK / 16; kk++) wmma::load_matrix_sync(pa[kk], Pw + kk * 16, FW_BK);
         for (int d0 = 0; d0 < dp; d0 += FW_BK) {
             const int w = min(FW_BK, dp - d0);
             for (int n = 0; n < w / 16; n++) {
                 wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
                 wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
                 for (int kk = 0; kk < FW_BK / 16; kk++) {
-                    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
                     wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
-                    wmma::load_matrix_sync(fa, Pw + kk * 16, FW_BK);
                     wmma::load_matrix_sync(fb, Vs + (size_t)kk * 16 * dp + d0 + n * 16, dp);
-                    wmma::mma_sync(acc, fa, fb, acc);
+                    wmma::mma_sync(acc, pa[kk], fb, acc);
                 }
                 wmma::store_matrix_sync(Sw + n * 16, acc, FW_BK, wmma::mem_row_major);
             }
@@ -314,11 +343,15 @@ template <typename T> static void flash_wmma_launch(ds_backend* be, const ds_att
     DS_ASSERT(lay.total <= ds_cuda_max_smem(be));
     auto* kern = flash_wmma_kernel<T>;
     ds_attn_smem_optin(kern, lay.total);
+    // 16-byte loads when every row start is 16-byte aligned
+    auto al16 = [](const void* p) { return ((uintptr_t)p & 15) == 0; };
+    const int vec = a.dh % 8 == 0 && a.qs % 8 == 0 && a.ks % 8 == 0 && a.vs % 8 == 0 &&
+                    al16(a.q) && al16(a.k) && al16(a.v);
     dim3 grid(ds_div_up(a.Lq, FW_BQ), a.heads, a.nb);
     ds_attn_path_launches[DS_ATTN_PATH_WMMA]++;
     DS_LAUNCH(kern, grid, 32 * FW_WARPS, lay.total, ds_cuda_stream(be), (const T*)a.q,
               (const T*)a.k, (const T*)a.v, (T*)a.out, a.qs, a.ks, a.vs, a.b0, a.Lq, a.Lk, a.heads,
-              a.dh, dp, a.scale, a.causal, lay);
+              a.dh, dp, a.scale, a.causal, vec, lay);
 }
 
 bool ds_attn_flash_wmma_ok(ds_act_dtype dt, int dh) {
