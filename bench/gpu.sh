@@ -206,8 +206,9 @@ run cli_bench "$BIN" bench --model "$MODEL" --device "$DEV" --precision "$PREC" 
   --warmup 1 --capture both --json
 if [ "$TORCH" = 1 ]; then
   need_torch
+  check=(); [ -f "$RES/unet_off_out.npy" ] && check=(--check "$RES/unet_off_out.npy")  # diffscope's output
   run torch "$PY" "$ROOT/bench/bench_torch.py" --model "$MODEL" --mode unet --device "$DEV" --dtype "$PREC" \
-    --iters "$ITERS" --warmup "$WARMUP" --check "$RES/unet_off_out.npy"
+    --iters "$ITERS" --warmup "$WARMUP" "${check[@]+"${check[@]}"}"
 fi
 
 # ---- 6. report ---------------------------------------------------------------------------------
