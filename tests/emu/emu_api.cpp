@@ -46,6 +46,12 @@ cudaError_t complain(cudaError_t e, const char* fmt, ...) {
 
 void emu_set_error(cudaError_t e) { ret(e); }
 
+// While a stream captures in global or thread-local mode, the real runtime refuses the "potentially
+// unsafe" calls (cudaMalloc, synchronous copies and fills, device synchronization, work on the
+// legacy default stream) and invalidates the capture. So does the emulator: such code fails only
+// on a GPU otherwise. Defined with the streams below.
+static cudaError_t capture_guard(const char* fn);
+
 cudaError_t cudaGetLastError(void) {
     cudaError_t e = g_last_error;
     g_last_error = cudaSuccess;
@@ -74,6 +80,7 @@ cudaError_t cudaPeekAtLastError(void) { return g_last_error; }
     X(cudaErrorStreamCaptureUnsupported, "operation not permitted when stream is capturing")   \
     X(cudaErrorStreamCaptureInvalidated, "operation failed due to a previous error during capture") \
     X(cudaErrorStreamCaptureUnmatched, "capture was not initiated in this stream")             \
+    X(cudaErrorStreamCaptureImplicit, "operation would make the legacy stream depend on a capturing blocking stream") \
     X(cudaErrorIllegalState, "the operation cannot be performed in the present state")         \
     X(cudaErrorUnknown, "unknown error")
 
@@ -121,6 +128,7 @@ const Alloc* find_alloc(const void* p) {
 
 cudaError_t do_alloc(void** out, size_t size, bool device) {
     if (!out) return ret(cudaErrorInvalidValue);
+    if (cudaError_t e = capture_guard(device ? "cudaMalloc" : "cudaMallocHost")) return e;
     emu_install_fault_handler();
     *out = nullptr;
     if (size == 0) return cudaSuccess;
@@ -143,6 +151,7 @@ cudaError_t do_alloc(void** out, size_t size, bool device) {
 
 cudaError_t do_free(void* p, bool device, const char* fn) {
     if (!p) return cudaSuccess;
+    if (cudaError_t e = capture_guard(fn)) return e;
     Alloc a;
     {
         std::lock_guard<std::mutex> lock(g_mem_mu);
@@ -161,6 +170,9 @@ cudaError_t do_free(void* p, bool device, const char* fn) {
     munmap(a.base, a.map_len);
     return cudaSuccess;
 }
+
+cudaError_t do_alloc_async(void** out, size_t size);
+cudaError_t do_free_async(void* p);
 
 // Device range [p, p+n): must lie inside one device allocation. Returns false when p is not device
 // memory at all; fails loudly when it is but the range runs past the allocation's end.
@@ -209,8 +221,9 @@ bool emu_mem_describe_fault(const void* addr, char* buf, size_t n) {
 
 cudaError_t cudaMalloc(void** p, size_t size) { return do_alloc(p, size, true); }
 cudaError_t cudaFree(void* p) { return do_free(p, true, "cudaFree"); }
-cudaError_t cudaMallocAsync(void** p, size_t size, cudaStream_t) { return do_alloc(p, size, true); }
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return do_free(p, true, "cudaFreeAsync"); }
+// (stream-ordered allocation is legal during capture; here it simply happens at once)
+cudaError_t cudaMallocAsync(void** p, size_t size, cudaStream_t) { return do_alloc_async(p, size); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return do_free_async(p); }
 cudaError_t cudaMallocHost(void** p, size_t size) { return do_alloc(p, size, false); }
 cudaError_t cudaHostAlloc(void** p, size_t size, unsigned int) { return do_alloc(p, size, false); }
 cudaError_t cudaFreeHost(void* p) { return do_free(p, false, "cudaFreeHost"); }
@@ -262,6 +275,7 @@ cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 }  // namespace
 
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+    if (cudaError_t e = capture_guard("cudaMemcpy")) return e;
     cudaError_t e = check_copy(dst, src, n, kind, "cudaMemcpy");
     if (e != cudaSuccess) return e;
     if (n) memmove(dst, src, n);
@@ -270,10 +284,10 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
     cudaError_t e = check_copy(dst, src, n, kind, "cudaMemcpyAsync");
     if (e != cudaSuccess) return e;
-    if (n) emu_stream_do(s, [dst, src, n]() { memmove(dst, src, n); });
-    return cudaSuccess;
+    return n ? emu_stream_do(s, [dst, src, n]() { memmove(dst, src, n); }) : cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t n) {
+    if (cudaError_t e = capture_guard("cudaMemset")) return e;
     if (n && !check_device_range(p, n, "cudaMemset", "destination"))
         return complain(cudaErrorInvalidValue, "cudaMemset(%p): not device memory", p);
     if (n) memset(p, value, n);
@@ -282,11 +296,11 @@ cudaError_t cudaMemset(void* p, int value, size_t n) {
 cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t s) {
     if (n && !check_device_range(p, n, "cudaMemsetAsync", "destination"))
         return complain(cudaErrorInvalidValue, "cudaMemsetAsync(%p): not device memory", p);
-    if (n) emu_stream_do(s, [p, value, n]() { memset(p, value, n); });
-    return cudaSuccess;
+    return n ? emu_stream_do(s, [p, value, n]() { memset(p, value, n); }) : cudaSuccess;
 }
 cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height,
                          cudaMemcpyKind kind) {
+    if (cudaError_t e = capture_guard("cudaMemcpy2D")) return e;
     if (width > dpitch || width > spitch) return ret(cudaErrorInvalidPitchValue);
     if (!width || !height) return cudaSuccess;
     // the whole footprint of each side must be valid; then copy row by row
@@ -332,7 +346,7 @@ cudaError_t cudaGetDevice(int* d) {
     *d = 0;
     return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return capture_guard("cudaDeviceSynchronize"); }
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 cudaError_t cudaDriverGetVersion(int* v) { *v = CUDART_VERSION; return cudaSuccess; }
 cudaError_t cudaRuntimeGetVersion(int* v) { *v = CUDART_VERSION; return cudaSuccess; }
@@ -450,6 +464,8 @@ struct CUgraphExec_st {
 };
 struct CUstream_st {
     cudaGraph_t capture = nullptr;  // non-null while capturing
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
+    bool invalidated = false;       // an unsafe call happened during the capture
 };
 struct CUevent_st {
     double ms = 0;
@@ -457,6 +473,9 @@ struct CUevent_st {
 };
 
 namespace {
+std::mutex g_cap_mu;
+std::vector<CUstream_st*> g_capturing;  // streams capturing in global / thread-local mode
+
 double now_ms() {
     using namespace std::chrono;
     return duration<double, std::milli>(steady_clock::now().time_since_epoch()).count();
@@ -465,12 +484,36 @@ double now_ms() {
 inline CUstream_st* real_stream(cudaStream_t s) { return (uintptr_t)s <= 2 ? nullptr : s; }
 }  // namespace
 
-void emu_stream_do(cudaStream_t s, std::function<void()> op) {
-    CUstream_st* st = real_stream(s);
-    if (st && st->capture) st->capture->ops.push_back(std::move(op));
-    else op();
+static cudaError_t capture_guard(const char* fn) {
+    std::lock_guard<std::mutex> lock(g_cap_mu);
+    if (g_capturing.empty()) return cudaSuccess;
+    for (CUstream_st* st : g_capturing) st->invalidated = true;
+    return complain(cudaErrorStreamCaptureUnsupported,
+                    "%s while a stream captures a graph (global/thread-local mode): not permitted; the capture "
+                    "is invalidated", fn);
 }
-void emu_stream_submit(cudaStream_t s, std::function<void()> op) { emu_stream_do(s, std::move(op)); }
+
+cudaError_t emu_stream_do(cudaStream_t s, std::function<void()> op) {
+    CUstream_st* st = real_stream(s);
+    if (st && st->capture) {
+        st->capture->ops.push_back(std::move(op));
+        return cudaSuccess;
+    }
+    if ((uintptr_t)s <= 1) {  // the legacy default stream synchronizes with every stream
+        std::lock_guard<std::mutex> lock(g_cap_mu);
+        if (!g_capturing.empty()) {
+            for (CUstream_st* c : g_capturing) c->invalidated = true;
+            return complain(cudaErrorStreamCaptureImplicit,
+                            "work on the legacy default stream while a stream captures: the capture is invalidated");
+        }
+    }
+    op();
+    return cudaSuccess;
+}
+void emu_stream_submit(cudaStream_t s, std::function<void()> op) {
+    if (emu_stream_do(s, std::move(op)) != cudaSuccess)
+        emu_fail("library work on the legacy default stream while another stream captures a graph");
+}
 
 cudaError_t cudaStreamCreate(cudaStream_t* s) {
     if (!s) return ret(cudaErrorInvalidValue);
@@ -488,24 +531,43 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     CUstream_st* st = real_stream(s);
-    if (st && st->capture) return complain(cudaErrorStreamCaptureUnsupported, "cudaStreamSynchronize while capturing");
+    if (st && st->capture) {
+        st->invalidated = true;
+        return complain(cudaErrorStreamCaptureUnsupported, "cudaStreamSynchronize on a capturing stream");
+    }
     return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
-cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode) {
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
     CUstream_st* st = real_stream(s);
     if (!st) return complain(cudaErrorStreamCaptureUnsupported, "cudaStreamBeginCapture on the default stream");
     if (st->capture) return complain(cudaErrorIllegalState, "cudaStreamBeginCapture: already capturing");
     st->capture = new CUgraph_st();
+    st->mode = mode;
+    st->invalidated = false;
+    if (mode != cudaStreamCaptureModeRelaxed) {
+        std::lock_guard<std::mutex> lock(g_cap_mu);
+        g_capturing.push_back(st);
+    }
     return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
     CUstream_st* st = real_stream(s);
     if (!st || !st->capture) return ret(cudaErrorStreamCaptureUnmatched);
     if (!g) return ret(cudaErrorInvalidValue);
-    *g = st->capture;
+    {
+        std::lock_guard<std::mutex> lock(g_cap_mu);
+        g_capturing.erase(std::remove(g_capturing.begin(), g_capturing.end(), st), g_capturing.end());
+    }
+    cudaGraph_t graph = st->capture;
     st->capture = nullptr;
+    if (st->invalidated) {
+        delete graph;
+        *g = nullptr;
+        return ret(cudaErrorStreamCaptureInvalidated);
+    }
+    *g = graph;
     return cudaSuccess;
 }
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
@@ -522,7 +584,8 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g, unsigned 
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     if (!exec) return ret(cudaErrorInvalidValue);
-    for (auto& op : exec->ops) emu_stream_do(s, op);
+    for (auto& op : exec->ops)
+        if (cudaError_t e = emu_stream_do(s, op)) return e;
     return cudaSuccess;
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) {
@@ -547,8 +610,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     if (!e) return ret(cudaErrorInvalidResourceHandle);
-    emu_stream_do(s, [e]() { e->ms = now_ms(); e->recorded = true; });
-    return cudaSuccess;
+    return emu_stream_do(s, [e]() { e->ms = now_ms(); e->recorded = true; });
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) { return e ? cudaSuccess : ret(cudaErrorInvalidResourceHandle); }
 cudaError_t cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : ret(cudaErrorInvalidResourceHandle); }
@@ -558,3 +620,30 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
     *ms = (float)(b->ms - a->ms);
     return cudaSuccess;
 }
+
+// Stream-ordered allocation is permitted during capture (it becomes a graph node on the GPU); the
+// emulator allocates at once, outside the capture guard.
+namespace {
+cudaError_t do_alloc_async(void** out, size_t size) {
+    std::vector<CUstream_st*> saved;
+    {
+        std::lock_guard<std::mutex> lock(g_cap_mu);
+        saved.swap(g_capturing);
+    }
+    cudaError_t e = do_alloc(out, size, true);
+    std::lock_guard<std::mutex> lock(g_cap_mu);
+    g_capturing.swap(saved);
+    return e;
+}
+cudaError_t do_free_async(void* p) {
+    std::vector<CUstream_st*> saved;
+    {
+        std::lock_guard<std::mutex> lock(g_cap_mu);
+        saved.swap(g_capturing);
+    }
+    cudaError_t e = do_free(p, true, "cudaFreeAsync");
+    std::lock_guard<std::mutex> lock(g_cap_mu);
+    g_capturing.swap(saved);
+    return e;
+}
+}  // namespace

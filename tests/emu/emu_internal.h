@@ -32,8 +32,10 @@ void emu_set_error(cudaError_t e);  // the "last error" cudaGetLastError returns
 bool emu_mem_describe_fault(const void* addr, char* buf, size_t n);
 
 // ---- streams and graph capture (emu_api.cpp) ---------------------------------------------------
-// Runs `op` now, or appends it to the graph the stream is capturing.
-void emu_stream_do(cudaStream_t s, std::function<void()> op);
+// Runs `op` now, or appends it to the graph the stream is capturing. Work on the legacy default
+// stream while some stream captures (global/thread-local mode) is refused (and invalidates the
+// capture): cudaErrorStreamCaptureImplicit, as the real runtime.
+cudaError_t emu_stream_do(cudaStream_t s, std::function<void()> op);
 
 // ---- symbols (emu_symbols.cpp) -------------------------------------------------------------------
 // The writable function-local statics (address, bytes) of the kernel at fn: its static __shared__

@@ -695,7 +695,9 @@ void emu_launch_erased(const char* name, const void* fn, dim3 grid, dim3 block, 
         return;
     }
     auto shared_body = std::make_shared<std::function<void()>>(std::move(body));
-    emu_stream_do(stream, [name, fn, grid, block, dyn_smem, shared_body]() {
+    err = emu_stream_do(stream, [name, fn, grid, block, dyn_smem, shared_body]() {
         run_grid(name, fn, grid, block, dyn_smem, *shared_body);
     });
+    if (err != cudaSuccess && emu_config().launch_errors_fatal)
+        emu_fail("launch of %s failed: %s", name, cudaGetErrorName(err));
 }

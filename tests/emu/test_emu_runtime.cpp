@@ -330,6 +330,35 @@ static void test_graph_and_events() {
     cudaFree(p);
 }
 
+// Calls the real runtime refuses during a global-mode capture are refused (and invalidate it).
+static void test_capture_rules() {
+    cudaStream_t s;
+    CUDA_OK(cudaStreamCreate(&s));
+    float* p = dev<float>(8);
+    void* q = nullptr;
+    cudaGraph_t g = nullptr;
+    CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    CHECK(cudaMalloc(&q, 64) == cudaErrorStreamCaptureUnsupported);
+    CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated && g == nullptr);
+    CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    CHECK(cudaMemsetAsync(p, 0, 32, 0) == cudaErrorStreamCaptureImplicit);  // the legacy stream
+    CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated);
+    CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    CUDA_OK(cudaMallocAsync(&q, 64, s));  // stream-ordered allocation is allowed
+    CUDA_OK(cudaMemsetAsync(p, 0, 32, s));
+    CUDA_OK(cudaStreamEndCapture(s, &g));
+    CUDA_OK(cudaGraphDestroy(g));
+    CUDA_OK(cudaFreeAsync(q, s));
+    CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+    CUDA_OK(cudaMalloc(&q, 64));  // relaxed mode permits it
+    CUDA_OK(cudaStreamEndCapture(s, &g));
+    CUDA_OK(cudaGraphDestroy(g));
+    CUDA_OK(cudaFree(q));
+    cudaGetLastError();
+    CUDA_OK(cudaStreamDestroy(s));
+    cudaFree(p);
+}
+
 static void test_memory_api() {
     size_t free0, total;
     CUDA_OK(cudaMemGetInfo(&free0, &total));
@@ -381,6 +410,7 @@ static void run_positive(const char* mode) {
     if (!emu_strict()) test_permissive();
     test_launch_errors();
     test_graph_and_events();
+    test_capture_rules();
     test_memory_api();
     printf("positive tests, %-9s: %s (%.2f s)\n", mode, g_failures == before ? "ok" : "FAILED", now_s() - t0);
 }
