@@ -19,7 +19,7 @@
 // the CUDA backend, or under the emulator) it prints the device error and that the benchmark
 // needs a GPU, and exits 1. GPU memory: cudaMemGetInfo (host/cuda_info.h) sampled before the
 // backend exists (the baseline: the CUDA context), after loading, after every step and, with
-// --profile, after every op; the peak is the largest "used" minus the baseline (device-wide: other
+// --profile-sync, after every op; the peak is the largest "used" minus the baseline (device-wide: other
 // processes on the same GPU count too).
 //
 // --capture runs the step with cross-attention capture on through the same path ds_generate uses
@@ -227,7 +227,7 @@ static void op_end(ds_backend* be, int timed, int cls, double flops, double byte
             if (P.n_rec == P.cap_rec) {
                 int nc = P.cap_rec ? 2 * P.cap_rec : 1024;
                 prof_rec* nr = realloc(P.rec, sizeof(prof_rec) * (size_t)nc);
-                if (!nr) { P.lost++; mem_sample(); return; }
+                if (!nr) { P.lost++; return; }
                 P.rec = nr, P.cap_rec = nc;
             }
             prof_rec* r = &P.rec[P.n_rec++];
@@ -237,8 +237,8 @@ static void op_end(ds_backend* be, int timed, int cls, double flops, double byte
     } else {
         if (P.orig.sync) P.orig.sync(be);
         prof_add(cls, now_s() - P.t0, flops, bytes, key);
+        mem_sample();  // (not in event mode: the op stream stays free of host calls)
     }
-    mem_sample();
 }
 
 // After the profiled step (be synchronized): event records → time per class and shape.
@@ -863,7 +863,7 @@ int main(int argc, char** argv) {
         cJSON_AddNumberToObject(gj, "after_load_mb", (used_after_load - G.baseline) / 1e6);
         cJSON_AddNumberToObject(gj, "peak_mb", (G.peak_used - G.baseline) / 1e6);
         cJSON_AddStringToObject(gj, "how", "cudaMemGetInfo used minus the baseline before the backend "
-                                           "(device-wide), sampled after load, each step and each profiled op");
+                                           "(device-wide), sampled after load, each step (and each op with --profile-sync)");
         cJSON_AddNumberToObject(res, "gpu_mem_peak_mb", (G.peak_used - G.baseline) / 1e6);
         fprintf(stderr, "bench_unet: GPU memory peak %.0f MB above the %.0f MB baseline (weights+workspace after "
                         "load %.0f MB; device total %.0f MB)\n",
