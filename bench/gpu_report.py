@@ -138,7 +138,9 @@ def main():
              f"overhead {fmt(cli.get('capture_overhead_pct'), '+.2f', ' %')}", ""),
         ]
     for t, rc in tests.items():
-        rows.append((f"op tests natively: {t}", "not run" if rc is None else ("passed" if rc == 0 else f"FAILED (exit {rc})"), ""))
+        brc = rc_of(res, "build_" + t)
+        state = ("did not build" if brc else "not run") if rc is None else ("passed" if rc == 0 else f"FAILED (exit {rc})")
+        rows.append((f"op tests natively: {t}", state, ""))
     L += ["| UNet CFG step | measured | goal (H100) |", "|---|---|---|"]
     L += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     P += [f"GPU: {gpu}", f"model: {(off or on or {}).get('model', '?')}, {size}", ""]
