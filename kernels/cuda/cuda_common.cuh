@@ -132,6 +132,8 @@ size_t ds_cuda_max_smem(ds_backend* be);
 // The conv2d algorithm / descriptor cache (cuda_conv2d.cu), freed by the backend's destroy.
 void ds_cuda_conv_cache_free(ds_backend* be);
 void** ds_cuda_conv_cache_slot(ds_backend* be);  // where cuda_conv2d.cu keeps its cache
+// Test hook: 1 = never use the fused conv + bias + residual call (tests cover both paths).
+void ds_cuda_conv_force_unfused(int on);
 
 // ---- ops (backend.h signatures), one family per file ---------------------------------------------
 void ds_cuda_linear(ds_backend* be, const float* x, const float* w, const float* bias,

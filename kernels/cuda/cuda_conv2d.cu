@@ -6,8 +6,13 @@
 //   * otherwise cudnnConvolutionForward. Descriptors and the algorithm are made ONCE per shape
 //     (cudnnGetConvolutionForwardAlgorithm_v7's heuristic order, first one that runs within the
 //     workspace cap) and cached on the backend; the workspace comes from ds_cuda_workspace.
-// Bias and residual: y is prefilled with residual + bias (ds_cuda_prefill, as linear does) and
-// the convolution accumulates onto it with beta = 1 — also correct when residual aliases y.
+// Bias and residual, two ways:
+//   * fused: cudnnConvolutionBiasActivationForward (identity activation) computes
+//     y = conv(x) + bias [+ residual as z] with one rounding and no extra pass over y. cuDNN runs
+//     the identity activation only with IMPLICIT_PRECOMP_GEMM, so this is used when the
+//     heuristic picked that algorithm anyway (and until cuDNN answers NOT_SUPPORTED for a shape);
+//   * otherwise y is prefilled with residual + bias (ds_cuda_prefill, as linear does) and the
+//     convolution accumulates onto it with beta = 1 — also correct when residual aliases y.
 // Compute type fp32 for every storage type; fp32 data uses FMA math (no TF32).
 #include <limits.h>
 
@@ -34,7 +39,12 @@ struct ConvPlan {
     cudnnConvolutionDescriptor_t cd = nullptr;
     cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
     size_t ws_bytes = 0;
+    cudnnTensorDescriptor_t bd = nullptr;      // bias (1, O, 1, 1), for the fused call
+    cudnnActivationDescriptor_t ad = nullptr;  // identity
+    bool fused_ok = false;                     // the fused call may be used for this shape
 };
+
+bool g_force_unfused = false;  // test hook (ds_cuda_conv_force_unfused)
 
 struct ConvCache {
     std::vector<ConvPlan> plans;  // a UNet + VAE has a few dozen distinct shapes
@@ -56,12 +66,14 @@ void destroy_plan(ConvPlan& p) {
     if (p.yd) (void)cudnnDestroyTensorDescriptor(p.yd);
     if (p.wd) (void)cudnnDestroyFilterDescriptor(p.wd);
     if (p.cd) (void)cudnnDestroyConvolutionDescriptor(p.cd);
+    if (p.bd) (void)cudnnDestroyTensorDescriptor(p.bd);
+    if (p.ad) (void)cudnnDestroyActivationDescriptor(p.ad);
 }
 
-const ConvPlan& get_plan(ds_backend* be, const ConvKey& k, int64_t Ho, int64_t Wo) {
+ConvPlan& get_plan(ds_backend* be, const ConvKey& k, int64_t Ho, int64_t Wo) {
     ConvCache*& cache = *(ConvCache**)ds_cuda_conv_cache_slot(be);
     if (!cache) cache = new ConvCache;
-    for (const ConvPlan& p : cache->plans)
+    for (ConvPlan& p : cache->plans)
         if (p.key == k) return p;
 
     if (k.N > INT_MAX || k.H > INT_MAX || k.W > INT_MAX || k.C > INT_MAX)
@@ -106,11 +118,18 @@ const ConvPlan& get_plan(ds_backend* be, const ConvKey& k, int64_t Ho, int64_t W
     if (!found) ds_cuda_fatal(__FILE__, __LINE__, "conv2d", "cuDNN offers no usable algorithm");
     DS_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(ds_cuda_cudnn(be), p.xd, p.wd, p.cd, p.yd,
                                                            p.algo, &p.ws_bytes));
+    DS_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p.bd));
+    DS_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p.bd, CUDNN_TENSOR_NHWC, dt, 1, k.O, 1, 1));
+    DS_CUDNN_CHECK(cudnnCreateActivationDescriptor(&p.ad));
+    DS_CUDNN_CHECK(cudnnSetActivationDescriptor(p.ad, CUDNN_ACTIVATION_IDENTITY, CUDNN_NOT_PROPAGATE_NAN, 0.0));
+    p.fused_ok = p.algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
     cache->plans.push_back(p);
     return cache->plans.back();
 }
 
 }  // namespace
+
+void ds_cuda_conv_force_unfused(int on) { g_force_unfused = on != 0; }
 
 void ds_cuda_conv_cache_free(ds_backend* be) {
     ConvCache*& cache = *(ConvCache**)ds_cuda_conv_cache_slot(be);
@@ -143,9 +162,25 @@ void ds_cuda_conv2d(ds_backend* be, const ds_tensor* x, const float* w, const fl
     }
 
     const ds_act_dtype dt = ds_cuda_act_dtype(be);
-    const ConvPlan& p = get_plan(be, ConvKey{N, H, W, C, O, kh, kw, stride, pad, dt}, Ho, Wo);
-    const int acc = ds_cuda_prefill(be, y->data, bias, residual, P, O);
+    ConvPlan& p = get_plan(be, ConvKey{N, H, W, C, O, kh, kw, stride, pad, dt}, Ho, Wo);
     void* ws = p.ws_bytes ? ds_cuda_workspace(be, p.ws_bytes) : nullptr;
+    if (bias && p.fused_ok && !g_force_unfused) {
+        // y = 1·conv(x) + alpha2·z + bias; without a residual alpha2 = 0 and z (= y) is not read
+        const float one = 1.0f, alpha2 = residual ? 1.0f : 0.0f;
+        cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+        DS_DISPATCH(dt, T, {
+            T* yd = ds_dev<T>(be, y->data);
+            st = cudnnConvolutionBiasActivationForward(
+                ds_cuda_cudnn(be), &one, p.xd, ds_dev<T>(be, x->data), p.wd, ds_dev<T>(be, w), p.cd,
+                p.algo, ws, p.ws_bytes, &alpha2, p.yd, residual ? ds_dev<T>(be, residual) : yd, p.bd,
+                ds_dev<T>(be, bias), p.ad, p.yd, yd);
+        });
+        if (st == CUDNN_STATUS_SUCCESS) return;
+        if (st != CUDNN_STATUS_NOT_SUPPORTED)
+            ds_cuda_fatal(__FILE__, __LINE__, "cudnnConvolutionBiasActivationForward", cudnnGetErrorString(st));
+        p.fused_ok = false;  // this shape takes the prefill path from now on
+    }
+    const int acc = ds_cuda_prefill(be, y->data, bias, residual, P, O);
     const float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;  // float scaling for every data type
     DS_DISPATCH(dt, T, {
         DS_CUDNN_CHECK(cudnnConvolutionForward(ds_cuda_cudnn(be), &alpha, p.xd, ds_dev<T>(be, x->data),

@@ -136,16 +136,19 @@ __global__ void column_finish_kernel(const float* __restrict__ part,  // (slices
     }
 }
 
+template <typename T, int KIND> void launch_act(ds_backend* be, const T* x, T* y, int64_t n) {
+    auto* k = act_kernel<T, KIND>;
+    DS_LAUNCH(k, ds_cuda_grid(be, n, THREADS), THREADS, 0, ds_cuda_stream(be), x, y, n);
+}
+
 template <typename T> void act_t(ds_backend* be, ds_act kind, const float* x, float* y, int64_t n) {
-    const unsigned g = ds_cuda_grid(be, n, THREADS);
-    cudaStream_t s = ds_cuda_stream(be);
     const T* xd = ds_dev<T>(be, x);
     T* yd = ds_dev<T>(be, y);
     switch (kind) {
-    case DS_ACT_SILU: { auto* k = act_kernel<T, DS_ACT_SILU>; DS_LAUNCH(k, g, THREADS, 0, s, xd, yd, n); } break;
-    case DS_ACT_GELU: { auto* k = act_kernel<T, DS_ACT_GELU>; DS_LAUNCH(k, g, THREADS, 0, s, xd, yd, n); } break;
-    case DS_ACT_GELU_TANH: { auto* k = act_kernel<T, DS_ACT_GELU_TANH>; DS_LAUNCH(k, g, THREADS, 0, s, xd, yd, n); } break;
-    case DS_ACT_QUICK_GELU: { auto* k = act_kernel<T, DS_ACT_QUICK_GELU>; DS_LAUNCH(k, g, THREADS, 0, s, xd, yd, n); } break;
+    case DS_ACT_SILU: launch_act<T, DS_ACT_SILU>(be, xd, yd, n); break;
+    case DS_ACT_GELU: launch_act<T, DS_ACT_GELU>(be, xd, yd, n); break;
+    case DS_ACT_GELU_TANH: launch_act<T, DS_ACT_GELU_TANH>(be, xd, yd, n); break;
+    case DS_ACT_QUICK_GELU: launch_act<T, DS_ACT_QUICK_GELU>(be, xd, yd, n); break;
     default: ds_cuda_fatal(__FILE__, __LINE__, "act", "unknown ds_act");
     }
 }

@@ -12,8 +12,10 @@
 //   fp32 1e-10: fp32 arithmetic in another order / another libm (relative error ~1e-7 per
 //               element, NMSE ~1e-13; 1e-10 catches any wrong element of O(1e-5) relative);
 //   fp16 2e-6:  the result rounded once to fp16, relative ≤ 2⁻¹¹ (rms 2.8e-4, NMSE ~8e-8 over
-//               many elements), plus at most one more rounding of an fp16 intermediate
-//               (conv2d's residual + bias prefill; linear rounds once). Single-element cases
+//               many elements) — linear and the fused conv round once; conv2d's unfused path
+//               rounds residual + bias first, and its tolerance is scaled by
+//               1 + Σ(residual + bias)² / Σy² (that rounding is relative to those operands,
+//               not to a y that may cancel). Single-element cases
 //               (n = 1) have NMSE = that element's squared relative error: up to (2⁻¹¹)² ≈ 2.4e-7
 //               with one rounding, ≈ 1e-6 with two. Measured over 12 seeds (DS_TEST_SEED):
 //               ≤ 6.1e-7.
@@ -23,7 +25,8 @@
 //               ulp of a frequency moves sin(t·f) by up to t·2⁻²³ (6e-5 at t = 999).
 //   column_stats: 1e-10 in every type (fp32 sums of the same rounded inputs).
 //   data movement (upsample, concat, transposes, copy): exact.
-// Also: residual aliasing y, conv stride 2 / pad 1 / 1×1 / 3×3, group norm with SiLU on / off
+// Also: residual aliasing y, conv stride 2 / pad 1 / 1×1 / 3×3 (fused bias + residual and the
+// prefill path, ds_cuda_conv_force_unfused), group norm with SiLU on / off
 // and NULL affine, column_stats accumulating over two calls, upload / download round trips
 // (also across the conversion chunk size), handle arithmetic (p + k) into the middle of an
 // allocation, a huge alloc returning NULL (and the backend still working after it), creation
@@ -153,53 +156,79 @@ static void test_linear() {
     }
 }
 
+// kernels/cuda/cuda_common.cuh (C++ linkage): 1 = conv2d never uses cuDNN's fused
+// conv + bias + residual call, but prefills y and accumulates (both paths are tested)
+void ds_cuda_conv_force_unfused(int on);
+
 static void test_conv2d() {
-    struct cs {
-        int64_t N, H, W, C;
-        int O, kh, kw, stride, pad;
-    };
-    const cs cases[] = {
-        {2, 5, 7, 6, 5, 3, 3, 1, 1},   // 3×3 pad 1 ("same")
-        {1, 9, 8, 12, 8, 3, 3, 2, 1},  // SD's downsampler: stride 2, pad 1, odd H
-        {1, 6, 6, 4, 3, 3, 3, 1, 0},   // no padding (C = 4: SD's conv_in)
-        {2, 4, 5, 13, 9, 1, 1, 1, 0},  // 1×1 → the linear path, odd C
-        {1, 7, 6, 10, 7, 1, 1, 2, 0},  // 1×1 stride 2 → cuDNN
-        {1, 1, 1, 3, 2, 3, 3, 1, 1},   // a single pixel, all taps but the centre padding
-        {1, 6, 5, 9, 11, 3, 1, 1, 1},  // non-square kernel, O > C
-    };
-    for (const cs& k : cases) {
-        const int64_t Ho = (k.H + 2 * k.pad - k.kh) / k.stride + 1;
-        const int64_t Wo = (k.W + 2 * k.pad - k.kw) / k.stride + 1;
-        const int64_t ny = k.N * Ho * Wo * k.O, nx = k.N * k.H * k.W * k.C;
-        const int64_t kk = (int64_t)k.kh * k.kw * k.C;
-        buf x = input(nx), w = input(k.O * kk, 0.0f, 1.0f / sqrtf((float)kk)), bias = input(k.O);
-        buf r = input(ny);
-        for (int mode = 0; mode < 4; mode++) {
-            // 0 plain, 1 bias, 2 bias + residual, 3 bias + residual = y
-            const bool hb = mode >= 1;
-            buf y = mode == 3 ? input(ny) : output(ny);
-            const float* rg = mode == 2 ? r.g : mode == 3 ? y.g : nullptr;
-            const float* rc = mode == 2 ? r.c : mode == 3 ? y.c : nullptr;
-            ds_tensor xg = {x.g, 4, {k.N, k.H, k.W, k.C}}, xc = {x.c, 4, {k.N, k.H, k.W, k.C}};
-            ds_tensor yg = {y.g, 0, {0, 0, 0, 0}};  // the op fills in the shape
-            ds_tensor yc = {y.c, 4, {k.N, Ho, Wo, k.O}};
-            gpu->conv2d(gpu, &xg, w.g, hb ? bias.g : nullptr, k.O, k.kh, k.kw, k.stride, k.pad, rg, &yg);
-            cpu->conv2d(cpu, &xc, w.c, hb ? bias.c : nullptr, k.O, k.kh, k.kw, k.stride, k.pad, rc, &yc);
-            CHECK(yg.ndim == 4 && yg.ne[0] == k.N && yg.ne[1] == Ho && yg.ne[2] == Wo && yg.ne[3] == k.O);
-            char tag[128];
-            snprintf(tag, sizeof tag, "conv2d %lldx%lldx%lldx%lld O%d k%dx%d s%d p%d mode %d",
-                     (long long)k.N, (long long)k.H, (long long)k.W, (long long)k.C, k.O, k.kh, k.kw,
-                     k.stride, k.pad, mode);
-            check(tag, y);
+    for (int unfused = 0; unfused < 2; unfused++) {
+        ds_cuda_conv_force_unfused(unfused);
+        struct cs {
+            int64_t N, H, W, C;
+            int O, kh, kw, stride, pad;
+        };
+        const cs cases[] = {
+            {2, 5, 7, 6, 5, 3, 3, 1, 1},   // 3×3 pad 1 ("same")
+            {1, 9, 8, 12, 8, 3, 3, 2, 1},  // SD's downsampler: stride 2, pad 1, odd H
+            {1, 6, 6, 4, 3, 3, 3, 1, 0},   // no padding (C = 4: SD's conv_in)
+            {2, 4, 5, 13, 9, 1, 1, 1, 0},  // 1×1 → the linear path, odd C
+            {1, 7, 6, 10, 7, 1, 1, 2, 0},  // 1×1 stride 2 → cuDNN
+            {1, 1, 1, 3, 2, 3, 3, 1, 1},   // a single pixel, all taps but the centre padding
+            {1, 6, 5, 9, 11, 3, 1, 1, 1},  // non-square kernel, O > C
+        };
+        for (const cs& k : cases) {
+            const int64_t Ho = (k.H + 2 * k.pad - k.kh) / k.stride + 1;
+            const int64_t Wo = (k.W + 2 * k.pad - k.kw) / k.stride + 1;
+            const int64_t ny = k.N * Ho * Wo * k.O, nx = k.N * k.H * k.W * k.C;
+            const int64_t kk = (int64_t)k.kh * k.kw * k.C;
+            buf x = input(nx), w = input(k.O * kk, 0.0f, 1.0f / sqrtf((float)kk)), bias = input(k.O);
+            buf r = input(ny);
+            for (int mode = 0; mode < 4; mode++) {
+                // 0 plain, 1 bias, 2 bias + residual, 3 bias + residual = y
+                const bool hb = mode >= 1;
+                buf y = mode == 3 ? input(ny) : output(ny);
+                const float* rg = mode == 2 ? r.g : mode == 3 ? y.g : nullptr;
+                const float* rc = mode == 2 ? r.c : mode == 3 ? y.c : nullptr;
+                ds_tensor xg = {x.g, 4, {k.N, k.H, k.W, k.C}}, xc = {x.c, 4, {k.N, k.H, k.W, k.C}};
+                ds_tensor yg = {y.g, 0, {0, 0, 0, 0}};  // the op fills in the shape
+                ds_tensor yc = {y.c, 4, {k.N, Ho, Wo, k.O}};
+                gpu->conv2d(gpu, &xg, w.g, hb ? bias.g : nullptr, k.O, k.kh, k.kw, k.stride, k.pad, rg, &yg);
+                cpu->conv2d(cpu, &xc, w.c, hb ? bias.c : nullptr, k.O, k.kh, k.kw, k.stride, k.pad, rc, &yc);
+                CHECK(yg.ndim == 4 && yg.ne[0] == k.N && yg.ne[1] == Ho && yg.ne[2] == Wo && yg.ne[3] == k.O);
+                char tag[128];
+                snprintf(tag, sizeof tag, "conv2d %lldx%lldx%lldx%lld O%d k%dx%d s%d p%d mode %d%s",
+                         (long long)k.N, (long long)k.H, (long long)k.W, (long long)k.C, k.O, k.kh,
+                         k.kw, k.stride, k.pad, mode, unfused ? " unfused" : "");
+                // unfused with a residual: residual + bias is rounded to the storage type before
+                // the convolution adds to it, an error relative to |residual + bias| rather than
+                // to |y|: the tolerance scales with their energy ratio (≥ 1; matters where y
+                // cancels)
+                double t = -1.0;
+                if (unfused && mode >= 2 && cur != DS_ACT_F32) {
+                    std::vector<float> yr((size_t)ny);
+                    cpu->download(cpu, yr.data(), y.c, ny);
+                    const std::vector<float>& rh = mode == 2 ? r.h : y.h;
+                    double e_rb = 0.0, e_y = 0.0;
+                    for (int64_t i = 0; i < ny; i++) {
+                        const double rb = (double)rh[(size_t)i] + bias.h[(size_t)(i % k.O)];
+                        e_rb += rb * rb;
+                        e_y += (double)yr[(size_t)i] * yr[(size_t)i];
+                    }
+                    t = tol() * (1.0 + e_rb / (e_y > 0 ? e_y : 1e-30));
+                }
+                check(tag, y, t);
+            }
         }
+        // the same shape again (the cached plan) on new data
+        buf x = input(2 * 5 * 7 * 6), w = input(5 * 9 * 6, 0.0f, 0.15f), y = output(2 * 5 * 7 * 5);
+        ds_tensor xg = {x.g, 4, {2, 5, 7, 6}}, xc = {x.c, 4, {2, 5, 7, 6}};
+        ds_tensor yg = {y.g, 4, {2, 5, 7, 5}}, yc = {y.c, 4, {2, 5, 7, 5}};
+        gpu->conv2d(gpu, &xg, w.g, nullptr, 5, 3, 3, 1, 1, nullptr, &yg);
+        cpu->conv2d(cpu, &xc, w.c, nullptr, 5, 3, 3, 1, 1, nullptr, &yc);
+        check(unfused ? "conv2d cached plan, new data, unfused" : "conv2d cached plan, new data",
+              y);
     }
-    // the same shape again (the cached plan) on new data
-    buf x = input(2 * 5 * 7 * 6), w = input(5 * 9 * 6, 0.0f, 0.15f), y = output(2 * 5 * 7 * 5);
-    ds_tensor xg = {x.g, 4, {2, 5, 7, 6}}, xc = {x.c, 4, {2, 5, 7, 6}};
-    ds_tensor yg = {y.g, 4, {2, 5, 7, 5}}, yc = {y.c, 4, {2, 5, 7, 5}};
-    gpu->conv2d(gpu, &xg, w.g, nullptr, 5, 3, 3, 1, 1, nullptr, &yg);
-    cpu->conv2d(cpu, &xc, w.c, nullptr, 5, 3, 3, 1, 1, nullptr, &yc);
-    check("conv2d cached plan, new data", y);
+    ds_cuda_conv_force_unfused(0);
 }
 
 static void test_norms() {
