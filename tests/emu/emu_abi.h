@@ -15,8 +15,8 @@ extern emu_thread_pub* emu_cur;  // the running fiber (null outside a launch)
 extern uint3 emu_block_idx;
 extern dim3 emu_block_dim, emu_grid_dim;
 
-void emu_syncthreads_impl();
-int emu_syncthreads_op(int op, int pred);  // op: 0 count, 1 and, 2 or
+// __syncthreads at file:line; returns the predicate reduction (op: 0 count, 1 and, 2 or).
+int emu_syncthreads_op(int op, int pred, const char* file, int line);
 enum emu_warp_kind {
     EMU_W_SYNC, EMU_W_SHFL, EMU_W_UP, EMU_W_DOWN, EMU_W_XOR, EMU_W_BALLOT, EMU_W_ANY, EMU_W_ALL,
     EMU_W_MATCH_ANY, EMU_W_RED_ADD, EMU_W_RED_MIN, EMU_W_RED_MAX, EMU_W_RED_UMIN, EMU_W_RED_UMAX,

@@ -109,10 +109,12 @@ template <typename T> inline cudaError_t cudaGetSymbolSize(size_t* n, const T&) 
 }
 
 // ---- barriers, fences --------------------------------------------------------------------------
-inline void __syncthreads() { emu_syncthreads_impl(); }
-inline int __syncthreads_count(int p) { return emu_syncthreads_op(0, p); }
-inline int __syncthreads_and(int p) { return emu_syncthreads_op(1, p); }
-inline int __syncthreads_or(int p) { return emu_syncthreads_op(2, p); }
+// Macros, so each barrier knows its source line: deadlock reports say where threads wait, and strict
+// mode rejects one barrier reached from different __syncthreads calls (divergent barriers).
+#define __syncthreads() emu_syncthreads_op(0, 0, __FILE__, __LINE__)
+#define __syncthreads_count(p) emu_syncthreads_op(0, (p), __FILE__, __LINE__)
+#define __syncthreads_and(p) emu_syncthreads_op(1, (p), __FILE__, __LINE__)
+#define __syncthreads_or(p) emu_syncthreads_op(2, (p), __FILE__, __LINE__)
 // One OS thread runs every fiber and switches only at barriers/collectives: fences only need to
 // stop the compiler from caching memory across them.
 inline void __threadfence() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
@@ -166,19 +168,21 @@ inline unsigned __reduce_xor_sync(unsigned m, unsigned v) { return (unsigned)emu
 // ---- atomics -----------------------------------------------------------------------------------
 // All fibers run on one OS thread and switch only inside barriers and collectives, so a plain
 // read-modify-write cannot be interleaved: it is atomic with respect to every other CUDA thread.
-template <typename T> inline T atomicAdd(T* p, T v) { T o = *p; *p = o + v; return o; }
+template <typename T> struct emu_nd_ { typedef T type; };  // non-deduced: atomicAdd(float*, 1.0) converts
+template <typename T> using emu_nd = typename emu_nd_<T>::type;
+template <typename T> inline T atomicAdd(T* p, emu_nd<T> v) { T o = *p; *p = o + v; return o; }
 inline __half2 atomicAdd(__half2* p, __half2 v) { __half2 o = *p; *p = __hadd2(o, v); return o; }
 inline __nv_bfloat162 atomicAdd(__nv_bfloat162* p, __nv_bfloat162 v) {
     __nv_bfloat162 o = *p; *p = __hadd2(o, v); return o;
 }
-template <typename T> inline T atomicSub(T* p, T v) { T o = *p; *p = o - v; return o; }
-template <typename T> inline T atomicExch(T* p, T v) { T o = *p; *p = v; return o; }
-template <typename T> inline T atomicMin(T* p, T v) { T o = *p; *p = v < o ? v : o; return o; }
-template <typename T> inline T atomicMax(T* p, T v) { T o = *p; *p = v > o ? v : o; return o; }
-template <typename T> inline T atomicAnd(T* p, T v) { T o = *p; *p = o & v; return o; }
-template <typename T> inline T atomicOr(T* p, T v) { T o = *p; *p = o | v; return o; }
-template <typename T> inline T atomicXor(T* p, T v) { T o = *p; *p = o ^ v; return o; }
-template <typename T> inline T atomicCAS(T* p, T cmp, T v) { T o = *p; if (o == cmp) *p = v; return o; }
+template <typename T> inline T atomicSub(T* p, emu_nd<T> v) { T o = *p; *p = o - v; return o; }
+template <typename T> inline T atomicExch(T* p, emu_nd<T> v) { T o = *p; *p = v; return o; }
+template <typename T> inline T atomicMin(T* p, emu_nd<T> v) { T o = *p; *p = v < o ? v : o; return o; }
+template <typename T> inline T atomicMax(T* p, emu_nd<T> v) { T o = *p; *p = v > o ? v : o; return o; }
+template <typename T> inline T atomicAnd(T* p, emu_nd<T> v) { T o = *p; *p = o & v; return o; }
+template <typename T> inline T atomicOr(T* p, emu_nd<T> v) { T o = *p; *p = o | v; return o; }
+template <typename T> inline T atomicXor(T* p, emu_nd<T> v) { T o = *p; *p = o ^ v; return o; }
+template <typename T> inline T atomicCAS(T* p, emu_nd<T> cmp, emu_nd<T> v) { T o = *p; if (o == cmp) *p = v; return o; }
 inline unsigned atomicInc(unsigned* p, unsigned lim) { unsigned o = *p; *p = o >= lim ? 0 : o + 1; return o; }
 inline unsigned atomicDec(unsigned* p, unsigned lim) { unsigned o = *p; *p = (o == 0 || o > lim) ? lim : o - 1; return o; }
 #define atomicAdd_block atomicAdd

@@ -114,6 +114,8 @@ struct Fiber {
     unsigned c_mask;
     unsigned long long c_bits, c_result;
     int c_arg, c_width;
+    const char* bar_file;  // the __syncthreads this thread waits at
+    int bar_line;
     char* stack_lo;  // lowest usable byte (the guard page is just below)
     size_t stack_size;
 };
@@ -141,6 +143,8 @@ unsigned g_exited;
 unsigned g_bar_count;                // arrived at the current __syncthreads
 int g_bar_acc[3];                    // count / and / or of the predicates
 int g_bar_result;
+const char* g_bar_file = "";         // where the first thread of the current barrier arrived
+int g_bar_line;
 std::vector<unsigned> g_exited_mask; // per warp: lanes that have exited
 std::vector<unsigned> g_warp_waiting;// per warp: lanes waiting in a collective (a quick "not yet")
 unsigned char* g_dyn_smem = nullptr; // dynamic shared memory (EMU_SMEM_OPTIN bytes, reused)
@@ -187,7 +191,10 @@ void where(char* buf, size_t n) {
 }
 }  // namespace
 
+namespace { volatile sig_atomic_t g_failing = 0; }
+
 void emu_fail(const char* fmt, ...) {
+    g_failing = 1;
     char w[256];
     where(w, sizeof w);
     va_list ap;
@@ -232,8 +239,21 @@ void fault_handler(int sig, siginfo_t* si, void* uc) {
     int n = snprintf(msg, sizeof msg, "emu: %s at address %p%s%s\nemu: at %s\n",
                      sig == SIGSEGV ? "segmentation fault" : "bus error", si->si_addr, *what ? ": " : "", what, w);
     if (n > 0) { ssize_t r = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg); (void)r; }
+    g_failing = 1;
     signal(SIGABRT, SIG_DFL);
     abort();
+}
+
+// An abort inside a kernel that is not ours (a failed assert(), std::terminate): say where.
+void abort_handler(int) {
+    if (!g_failing && g_kernel) {
+        char msg[512], w[256];
+        where(w, sizeof w);
+        int n = snprintf(msg, sizeof msg, "emu: abort at %s\n", w);
+        if (n > 0) { ssize_t r = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg); (void)r; }
+    }
+    signal(SIGABRT, SIG_DFL);
+    raise(SIGABRT);
 }
 
 // The handler needs an alternate stack (a fiber's stack overflow leaves none), one per OS thread.
@@ -255,6 +275,12 @@ void install_fault_handler() {
         sigemptyset(&sa.sa_mask);
         sigaction(SIGSEGV, &sa, &g_old_segv);
         sigaction(SIGBUS, &sa, &g_old_bus);
+        struct sigaction ab;
+        memset(&ab, 0, sizeof ab);
+        ab.sa_handler = abort_handler;
+        ab.sa_flags = SA_ONSTACK | SA_RESETHAND;
+        sigemptyset(&ab.sa_mask);
+        sigaction(SIGABRT, &ab, nullptr);
         installed = true;
     }
 }
@@ -374,11 +400,20 @@ void thread_exit(Fiber* f) {
 }  // namespace
 
 // ---- __syncthreads -----------------------------------------------------------------------------
-int emu_syncthreads_op(int op, int pred) {
+int emu_syncthreads_op(int op, int pred, const char* file, int line) {
     Fiber* f = cur();
-    if (!f) emu_fail("__syncthreads called outside a kernel");
+    if (!f) emu_fail("__syncthreads (%s:%d) called outside a kernel", file, line);
     if (g_exited && g_strict)
-        emu_fail("strict: __syncthreads reached after %u thread(s) of the block exited", g_exited);
+        emu_fail("strict: __syncthreads at %s:%d reached after %u thread(s) of the block exited", file, line, g_exited);
+    f->bar_file = file;
+    f->bar_line = line;
+    if (g_bar_count == 0) {
+        g_bar_file = file;
+        g_bar_line = line;
+    } else if (g_strict && (line != g_bar_line || strcmp(file, g_bar_file) != 0)) {
+        emu_fail("strict: divergent barriers: this thread reached __syncthreads at %s:%d while %u thread(s) wait "
+                 "at %s:%d", file, line, g_bar_count, g_bar_file, g_bar_line);
+    }
     g_bar_count++;
     g_bar_acc[0] += pred != 0;
     g_bar_acc[1] &= pred != 0;
@@ -394,7 +429,6 @@ int emu_syncthreads_op(int op, int pred) {
     fiber_yield(f);
     return g_bar_result;  // valid until the next barrier completes, which needs this thread
 }
-void emu_syncthreads_impl() { emu_syncthreads_op(0, 0); }
 
 // ---- warp collectives --------------------------------------------------------------------------
 namespace {
@@ -566,12 +600,15 @@ void deadlock_report() {
         unsigned j = i + 1;
         while (j < g_nthreads && g_fibers[j]->state == f->state &&
                (f->state != F_WARP || (g_fibers[j]->c_kind == f->c_kind && g_fibers[j]->c_mask == f->c_mask)) &&
+               (f->state != F_BARRIER || (g_fibers[j]->bar_line == f->bar_line && g_fibers[j]->bar_file == f->bar_file)) &&
                (j % 32 != 0 || f->state != F_WARP))
             j++;
         const char* what = f->state == F_DONE ? "exited" : f->state == F_BARRIER ? "wait at __syncthreads"
                            : f->state == F_WARP ? warp_kind_name(f->c_kind) : "runnable";
         if (f->state == F_WARP)
             fprintf(stderr, "emu:   threads %u-%u (warp %u): wait in %s, mask 0x%08x\n", i, j - 1, i / 32, what, f->c_mask);
+        else if (f->state == F_BARRIER)
+            fprintf(stderr, "emu:   threads %u-%u: %s (%s:%d)\n", i, j - 1, what, f->bar_file, f->bar_line);
         else
             fprintf(stderr, "emu:   threads %u-%u: %s\n", i, j - 1, what);
         i = j;

@@ -335,3 +335,19 @@ __global__ void stack_overflow_k(float* out) {
     out[threadIdx.x] = big[threadIdx.x];
 }
 void st_stack_overflow(float* out) { DS_LAUNCH(stack_overflow_k, 1, 32, 0, 0, out); }
+// Two different __syncthreads calls meet (allowed by the permissive mode, as by the hardware;
+// strict mode rejects divergent barriers).
+__global__ void divergent_barrier_k(float* out) {
+    if (threadIdx.x < 32) {
+        __syncthreads();
+    } else {
+        __syncthreads();
+    }
+    out[threadIdx.x] = 1.0f;
+}
+void st_divergent_barrier(float* out) { DS_LAUNCH(divergent_barrier_k, 1, 64, 0, 0, out); }
+// A failed assert() inside a kernel (asserts on even in a Release build).
+#undef NDEBUG
+#include <assert.h>
+__global__ void assert_k(int* p) { assert(p[threadIdx.x] == 0); }
+void st_assert(int* p) { DS_LAUNCH(assert_k, 1, 8, 0, 0, p); }

@@ -29,5 +29,7 @@ void st_oob_write(float* p, int n, int beyond);
 void st_exited_lane(float* out);
 void st_early_exit(float* out);
 void st_stack_overflow(float* out);
+void st_divergent_barrier(float* out);
+void st_assert(int* p);
 
 #endif
