@@ -10,7 +10,7 @@
 //   * fused: cudnnConvolutionBiasActivationForward (identity activation) computes
 //     y = conv(x) + bias [+ residual as z] with one rounding and no extra pass over y. cuDNN runs
 //     the identity activation only with IMPLICIT_PRECOMP_GEMM, so this is used when the
-//     heuristic picked that algorithm anyway (and until cuDNN answers NOT_SUPPORTED for a shape);
+//     heuristic picked that algorithm anyway (and unless cuDNN refuses the shape on first use);
 //   * otherwise y is prefilled with residual + bias (ds_cuda_prefill, as linear does) and the
 //     convolution accumulates onto it with beta = 1 — also correct when residual aliases y.
 // Compute type fp32 for every storage type; fp32 data uses FMA math (no TF32).
@@ -42,6 +42,7 @@ struct ConvPlan {
     cudnnTensorDescriptor_t bd = nullptr;      // bias (1, O, 1, 1), for the fused call
     cudnnActivationDescriptor_t ad = nullptr;  // identity
     bool fused_ok = false;                     // the fused call may be used for this shape
+    bool fused_ran = false;                    // ... and has run at least once
 };
 
 bool g_force_unfused = false;  // test hook (ds_cuda_conv_force_unfused)
@@ -175,10 +176,17 @@ void ds_cuda_conv2d(ds_backend* be, const ds_tensor* x, const float* w, const fl
                 p.algo, ws, p.ws_bytes, &alpha2, p.yd, residual ? ds_dev<T>(be, residual) : yd, p.bd,
                 ds_dev<T>(be, bias), p.ad, p.yd, yd);
         });
-        if (st == CUDNN_STATUS_SUCCESS) return;
-        if (st != CUDNN_STATUS_NOT_SUPPORTED)
-            ds_cuda_fatal(__FILE__, __LINE__, "cudnnConvolutionBiasActivationForward", cudnnGetErrorString(st));
-        p.fused_ok = false;  // this shape takes the prefill path from now on
+        if (st == CUDNN_STATUS_SUCCESS) {
+            p.fused_ran = true;
+            return;
+        }
+        // The fused call's configuration rules (bias type, layouts) vary between cuDNN versions:
+        // a refusal the first time a shape is seen sends that shape to the prefill path for
+        // good; once it has run, a failure is a real error.
+        if (p.fused_ran || (st != CUDNN_STATUS_NOT_SUPPORTED && st != CUDNN_STATUS_BAD_PARAM))
+            ds_cuda_fatal(__FILE__, __LINE__, "cudnnConvolutionBiasActivationForward",
+                          cudnnGetErrorString(st));
+        p.fused_ok = false;
     }
     const int acc = ds_cuda_prefill(be, y->data, bias, residual, P, O);
     const float alpha = 1.0f, beta = acc ? 1.0f : 0.0f;  // float scaling for every data type
