@@ -39,14 +39,17 @@ __global__ void concat_kernel(const T* __restrict__ a,  // (N·S, Ca)
     }
 }
 
-// y[n](cols, rows) = x[n](rows, cols)ᵀ. grid (col tiles, row tiles, N); block (TILE, TILE_ROWS).
+// y[n](cols, rows) = x[n](rows, cols)ᵀ. grid (row tiles · col tiles, 1, N) — one flat tile index,
+// since either side can be long (H·W of a large image) and grid.y stops at 65535;
+// block (TILE, TILE_ROWS).
 template <typename T>
 __global__ void transpose_kernel(const T* __restrict__ x,  // (N, rows, cols)
                                  T* __restrict__ y,        // (N, cols, rows)
                                  int64_t rows, int64_t cols) {
     __shared__ T tile[TILE][TILE + 1];
     const int64_t n = blockIdx.z;
-    const int64_t r0 = (int64_t)blockIdx.y * TILE, c0 = (int64_t)blockIdx.x * TILE;
+    const int64_t ctiles = (cols + TILE - 1) / TILE;
+    const int64_t r0 = (int64_t)(blockIdx.x / ctiles) * TILE, c0 = (int64_t)(blockIdx.x % ctiles) * TILE;
     const T* xn = x + n * rows * cols;
     T* yn = y + n * rows * cols;
     for (int k = threadIdx.y; k < TILE; k += TILE_ROWS) {  // read rows of x: along cols
@@ -63,10 +66,11 @@ __global__ void transpose_kernel(const T* __restrict__ x,  // (N, rows, cols)
 template <typename T>
 void transpose(ds_backend* be, const float* x, float* y, int64_t N, int64_t rows, int64_t cols) {
     if (N <= 0 || rows <= 0 || cols <= 0) return;
-    if (N > 65535 || (rows + TILE - 1) / TILE > 65535)
+    const int64_t tiles = ((rows + TILE - 1) / TILE) * ((cols + TILE - 1) / TILE);
+    if (N > 65535 || tiles > 0x7fffffff)
         ds_cuda_fatal(__FILE__, __LINE__, "transpose", "grid too large");
     auto* k = transpose_kernel<T>;
-    DS_LAUNCH(k, dim3(ds_div_up(cols, TILE), ds_div_up(rows, TILE), (unsigned)N),
+    DS_LAUNCH(k, dim3((unsigned)tiles, 1, (unsigned)N),
               dim3(TILE, TILE_ROWS), 0, ds_cuda_stream(be), ds_dev<T>(be, x), ds_dev<T>(be, y),
               rows, cols);
 }
