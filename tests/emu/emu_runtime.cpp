@@ -143,6 +143,7 @@ unsigned g_exited;
 unsigned g_bar_count;                // arrived at the current __syncthreads
 int g_bar_acc[3];                    // count / and / or of the predicates
 int g_bar_result;
+int g_bar_op;                        // which reduction the current barrier returns
 const char* g_bar_file = "";         // where the first thread of the current barrier arrived
 int g_bar_line;
 std::vector<unsigned> g_exited_mask; // per warp: lanes that have exited
@@ -355,8 +356,10 @@ inline unsigned warp_exists_mask(unsigned warp) {
     return n >= 32 ? 0xffffffffu : ((1u << n) - 1);
 }
 
+// Everyone waiting at the barrier may go; they read the predicate reduction from g_bar_result.
 void release_barrier() {
-    g_bar_result = 0;
+    g_bar_result = g_bar_acc[g_bar_op];
+    g_bar_acc[0] = 0; g_bar_acc[1] = 1; g_bar_acc[2] = 0;
     g_bar_count = 0;
     for (unsigned i = 0; i < g_nthreads; i++)
         if (g_fibers[i]->state == F_BARRIER) g_fibers[i]->state = F_RUNNABLE;
@@ -418,12 +421,10 @@ int emu_syncthreads_op(int op, int pred, const char* file, int line) {
     g_bar_acc[0] += pred != 0;
     g_bar_acc[1] &= pred != 0;
     g_bar_acc[2] |= pred != 0;
+    g_bar_op = op;
     if (g_bar_count == g_live) {  // the last one in: release everybody, carry on without switching
-        int r = g_bar_acc[op];
         release_barrier();
-        g_bar_result = r;
-        g_bar_acc[0] = 0; g_bar_acc[1] = 1; g_bar_acc[2] = 0;
-        return r;
+        return g_bar_result;
     }
     f->state = F_BARRIER;
     fiber_yield(f);

@@ -267,6 +267,11 @@ static void test_half_math() {
     cudaFree(in); cudaFree(out);
 }
 
+static void test_intrinsics() {
+    float r = st_intrinsics();
+    CHECK(r > 0 && std::isfinite(r));
+}
+
 static void test_poison() {
     unsigned* out = dev<unsigned>(9);
     st_poison(out, 3);
@@ -283,6 +288,10 @@ static void test_permissive() {
     st_early_exit(out);
     o = host(out, 48);
     for (int t = 0; t < 48; t++) CHECK(o[t] == 1.0f);
+    int* cnt = dev<int>(48);
+    st_early_exit_count(cnt);
+    for (int v : host(cnt, 48)) CHECK(v == 24);
+    cudaFree(cnt);
     st_divergent_barrier(out);
     o = host(out, 64);
     for (int t = 0; t < 64; t++) CHECK(o[t] == 1.0f);
@@ -415,6 +424,7 @@ static void run_positive(const char* mode) {
     test_grids();
     test_wmma();
     test_half_math();
+    test_intrinsics();
     test_poison();
     if (!emu_strict()) test_permissive();
     test_launch_errors();

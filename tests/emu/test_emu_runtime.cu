@@ -328,6 +328,12 @@ __global__ void early_exit_k(float* out) {
     out[threadIdx.x] = s[(threadIdx.x + 1) % 48];
 }
 void st_early_exit(float* out) { DS_LAUNCH(early_exit_k, 1, 64, 0, 0, out); }
+// The same with a counting barrier: released by the last exit (forward order) or the last arrival.
+__global__ void early_exit_count_k(int* out) {
+    if (threadIdx.x >= 48) return;
+    out[threadIdx.x] = __syncthreads_count(threadIdx.x % 2);
+}
+void st_early_exit_count(int* out) { DS_LAUNCH(early_exit_count_k, 1, 64, 0, 0, out); }
 // A deep local array: overflows the 64 KiB fiber stack.
 __global__ void stack_overflow_k(float* out) {
     volatile float big[64 * 1024];
@@ -351,3 +357,58 @@ void st_divergent_barrier(float* out) { DS_LAUNCH(divergent_barrier_k, 1, 64, 0,
 #include <assert.h>
 __global__ void assert_k(int* p) { assert(p[threadIdx.x] == 0); }
 void st_assert(int* p) { DS_LAUNCH(assert_k, 1, 8, 0, 0, p); }
+
+// ---- compile coverage: intrinsics kernels commonly use (run once, results checked loosely) -------
+__global__ void intrinsics_k(float* out, const float4* v4, __half2* h2acc) {
+    float x = 0.75f;
+    __half h = __float2half(x), g = __float2half(0.5f);
+    __half2 h2 = __floats2half2_rn(x, 0.5f);
+    __nv_bfloat16 b = __float2bfloat16(x);
+    __nv_bfloat162 b2 = __floats2bfloat162_rn(x, 0.5f);
+    float acc = 0;
+    acc += __half2float(__hadd(h, g)) + __half2float(__hsub(h, g)) + __half2float(__hmul(h, g));
+    acc += __half2float(__hdiv(h, g)) + __half2float(__hneg(h)) + __half2float(__habs(h));
+    acc += __half2float(__hmin(h, g)) + __half2float(__hfma_relu(h, g, h)) + (__hlt(h, g) ? 1.f : 0.f);
+    float2 f2 = __half22float2(__hfma2(h2, h2, h2));
+    acc += f2.x + f2.y + __low2float(h2exp(h2)) + __high2float(h2rsqrt(h2)) + __low2float(__hmax2(h2, h2));
+    acc += __bfloat162float(hsqrt(b)) + __bfloat162float(__hmax(b, b)) + __low2float(__hfma2(b2, b2, b2));
+    acc += __low2float(h2tanh(b2)) + (float)__half2int_rn(__float2half(2.5f)) + __bfloat162float(hrcp(b));
+    acc += __int_as_float(__float_as_int(1.0f)) + __uint_as_float(__float_as_uint(1.0f)) + (float)__popc(7u);
+    acc += (float)__clz(1) + (float)__ffs(8) + __saturatef(2.0f) + __log2f(4.0f) + __powf(2.0f, 3.0f);
+    acc += (float)min(3, 4u) + max(1.5f, 2.0) + fminf(1.f, 2.f) + copysignf(1.f, -2.f) + (float)__float2int_rn(2.5f);
+    float4 q = __ldg(v4 + threadIdx.x % 2);
+    acc += q.x + q.w;
+    float s, c;
+    __sincosf(0.f, &s, &c);
+    acc += s + c;
+    __half2 sh = __shfl_xor_sync(0xffffffffu, h2, 1);
+    __nv_bfloat16 sb = __shfl_down_sync(0xffffffffu, b, 1);
+    acc += __low2float(sh) + __bfloat162float(sb) + (float)__shfl_sync(0xffffffffu, 7LL, 0);
+    atomicAdd(h2acc, __floats2half2_rn(1.0f, 2.0f));
+    atomicAdd(out + 32, 1.0);  // a double argument converts, as with CUDA's overloads
+    out[threadIdx.x] = acc;
+}
+float st_intrinsics() {
+    float* out;
+    float4* v4;
+    __half2* h2;
+    cudaMalloc((void**)&out, 33 * sizeof(float));
+    cudaMalloc((void**)&v4, 2 * sizeof(float4));
+    cudaMalloc((void**)&h2, sizeof(__half2));
+    cudaMemset(out, 0, 33 * sizeof(float));
+    cudaMemset(v4, 0, 2 * sizeof(float4));
+    cudaMemset(h2, 0, sizeof(__half2));
+    DS_LAUNCH(intrinsics_k, 1, 32, 0, 0, out, (const float4*)v4, h2);
+    float r[33];
+    __half2 hh;
+    cudaMemcpy(r, out, sizeof r, cudaMemcpyDeviceToHost);
+    cudaMemcpy(&hh, h2, sizeof hh, cudaMemcpyDeviceToHost);
+    cudaFree(out);
+    cudaFree(v4);
+    cudaFree(h2);
+    // lanes agree, the float atomics counted 32, the __half2 atomics summed (32, 64)
+    for (int i = 1; i < 32; i++)
+        if (r[i] != r[0]) return -1.0f;
+    if (r[32] != 32.0f || __low2float(hh) != 32.0f || __high2float(hh) != 64.0f) return -2.0f;
+    return r[0];
+}

@@ -23,11 +23,13 @@ cudaError_t st_launch_config(dim3 grid, dim3 block, size_t smem);
 void st_inc(float* p, int n, cudaStream_t s);
 void st_softmax_rows(const float* in, float* out, int rows, int cols);
 void st_barrier_loop(int blocks, int threads, int iters, int* out);
+float st_intrinsics();  // < 0: inconsistent
 // negative
 void st_deadlock(float* out);
 void st_oob_write(float* p, int n, int beyond);
 void st_exited_lane(float* out);
 void st_early_exit(float* out);
+void st_early_exit_count(int* out);
 void st_stack_overflow(float* out);
 void st_divergent_barrier(float* out);
 void st_assert(int* p);
