@@ -1,18 +1,26 @@
 // cuda_embed.cu — sinusoidal timestep embedding and token + position embedding. Both take small
-// host arrays (timesteps, token ids); they are copied into the backend's scratch on the stream
+// host arrays. Up to T_INLINE timesteps (a CFG batch has 2) travel as a kernel argument: no copy,
+// nothing to wait for, and a CUDA graph can hold the launch (a pageable copy cannot be
+// captured). Longer arrays, and the token ids, are copied into the backend's scratch on the stream
 // (from pageable memory cudaMemcpyAsync returns once the data is staged, so the caller may reuse
-// its array at once), then one kernel writes the output.
+// its array at once); then one kernel writes the output.
 #include "cuda_common.cuh"
 
 namespace {
 
 constexpr int THREADS = 256;
+constexpr int T_INLINE = 16;
+
+struct TInline {
+    float t[T_INLINE];
+};
 
 // diffusers' get_timestep_embedding in torch's fp32 steps (as kernels/cpu/cpu_embed.c):
 // exponent_i = (fp32(−ln 10000)·i) / (half − shift), arg = t·expf(exponent_i),
 // y = [sin, cos] (or [cos, sin] flipped), a trailing zero for odd dim.
 template <typename T>
-__global__ void timestep_kernel(const float* __restrict__ t,  // (N) timesteps
+__global__ void timestep_kernel(const float* __restrict__ t,  // (N) timesteps, or NULL: tin
+                                TInline tin,                  // (N ≤ T_INLINE) timesteps
                                 T* __restrict__ y,            // (N, dim)
                                 int N, int dim, int flip, float denom) {
     const int half = dim / 2;
@@ -24,7 +32,7 @@ __global__ void timestep_kernel(const float* __restrict__ t,  // (N) timesteps
         if (j < 2 * half) {
             const int k = j < half ? j : j - half;
             const float expo = (-9.210340371976184f * (float)k) / denom;
-            const float arg = t[n] * expf(expo);
+            const float arg = (t ? t[n] : tin.t[n]) * expf(expo);
             const bool first = j < half;  // first half: sin, or cos when flipped
             v = (first != (flip != 0)) ? sinf(arg) : cosf(arg);
         }
@@ -53,13 +61,19 @@ void ds_cuda_timestep_embedding(ds_backend* be, const float* t_host, int N, int 
                                 int flip_sin_to_cos, float freq_shift, float* y) {
     if (N <= 0 || dim <= 0) return;
     cudaStream_t s = ds_cuda_stream(be);
-    float* t = (float*)ds_cuda_workspace(be, (size_t)N * sizeof(float));
-    DS_CUDA_CHECK(cudaMemcpyAsync(t, t_host, (size_t)N * sizeof(float), cudaMemcpyHostToDevice, s));
+    TInline tin = {};
+    float* t = nullptr;
+    if (N <= T_INLINE) {
+        for (int i = 0; i < N; i++) tin.t[i] = t_host[i];
+    } else {
+        t = (float*)ds_cuda_workspace(be, (size_t)N * sizeof(float));
+        DS_CUDA_CHECK(cudaMemcpyAsync(t, t_host, (size_t)N * sizeof(float), cudaMemcpyHostToDevice, s));
+    }
     const float denom = (float)((double)(dim / 2) - (double)freq_shift);  // Python float, then fp32
     DS_DISPATCH(ds_cuda_act_dtype(be), T, {
         auto* k = timestep_kernel<T>;
         DS_LAUNCH(k, ds_cuda_grid(be, (int64_t)N * dim, THREADS), THREADS, 0, s, (const float*)t,
-                  ds_dev<T>(be, y), N, dim, flip_sin_to_cos, denom);
+                  tin, ds_dev<T>(be, y), N, dim, flip_sin_to_cos, denom);
     });
 }
 

@@ -394,13 +394,16 @@ static void test_layout() {
 }
 
 static void test_embed() {
-    const float t[] = {999.0f, 0.5f, 500.25f};
-    const int dims[][3] = {{320, 1, 0}, {33, 0, 1}, {2, 1, 0}};  // dim, flip, shift
-    for (auto& d : dims) {
-        buf y = output((int64_t)3 * d[0]);
-        gpu->timestep_embedding(gpu, t, 3, d[0], d[1], (float)d[2], y.g);
-        cpu->timestep_embedding(cpu, t, 3, d[0], d[1], (float)d[2], y.c);
-        check("timestep_embedding dim " + std::to_string(d[0]), y, cur == DS_ACT_F32 ? 1e-8 : -1.0);
+    // 3 timesteps travel as a kernel argument, 20 through device scratch
+    float t[20] = {999.0f, 0.5f, 500.25f};
+    for (int i = 3; i < 20; i++) t[i] = (float)(tu_rng_uniform(&rng) * 1000.0);
+    const int dims[][4] = {{320, 1, 0, 3}, {33, 0, 1, 3}, {2, 1, 0, 3}, {64, 1, 0, 20}};
+    for (auto& d : dims) {  // dim, flip, shift, N
+        buf y = output((int64_t)d[3] * d[0]);
+        gpu->timestep_embedding(gpu, t, d[3], d[0], d[1], (float)d[2], y.g);
+        cpu->timestep_embedding(cpu, t, d[3], d[0], d[1], (float)d[2], y.c);
+        check("timestep_embedding dim " + std::to_string(d[0]) + " N " + std::to_string(d[3]), y,
+              cur == DS_ACT_F32 ? 1e-8 : -1.0);
     }
     const int vocab = 20, D = 13, L = 4, n = 10;
     buf table = input((int64_t)vocab * D), pos = input((int64_t)L * D), y = output((int64_t)n * D);
