@@ -7,10 +7,11 @@
 #   2. configures build-gpu/ with -DDS_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native (the GPU's compute
 #      capability from nvidia-smi when CMake is older than 3.24) and builds diffscope, bench_unet,
 #      bench_peak and the native op tests;
-#   3. runs the CUDA op tests natively (gpu_test_cuda_ops, gpu_test_cuda_attention: the very sources of
-#      the emulated tests in tests/emu, linked with the real backend, cuBLAS and cuDNN): every op vs
-#      the CPU reference; since the emulated runs check the same ops against the cuBLAS/cuDNN
-#      stand-ins, a pass here also cross-checks the stand-ins;
+#   3. runs the CUDA op tests natively (gpu_test_cuda_ops, gpu_test_cuda_attention, ...: every
+#      tests/emu/test_cuda_*.cpp, the very sources of the emulated tests, linked with the real backend,
+#      cuBLAS and cuDNN): every op vs the CPU reference; since the emulated runs check the same ops
+#      through the cuBLAS/cuDNN stand-ins, a pass here also cross-checks the stand-ins — and directly:
+#      gpu_test_emu_cudalibs is the stand-ins' own test built against the real libraries;
 #   4. makes bench/models/sd15-random (tools/make_bench_model.py: SD1.5's architecture, random
 #      weights; needs torch, diffusers, transformers — installed with pip when missing) if absent;
 #   5. benchmarks, all on this GPU in this run:
@@ -144,6 +145,13 @@ EOF
 fi
 
 # ---- 2. build ----------------------------------------------------------------------------------
+# the native tests (bench/CMakeLists.txt): every tests/emu/test_cuda_*.cpp, and the stand-ins' own test
+# built against the real cuBLAS/cuDNN
+GPU_TESTS=()
+for src in "$ROOT"/tests/emu/test_cuda_*.cpp; do
+  [ -f "$src" ] && GPU_TESTS+=("gpu_$(basename "$src" .cpp)")
+done
+[ -f "$ROOT/tests/emu/test_emu_cudalibs.cpp" ] && GPU_TESTS+=(gpu_test_emu_cudalibs)
 ARCH=native
 CMAKE_VER="$(cmake --version 2>/dev/null | head -n 1 | awk '{print $3}')"
 if [ -z "$CMAKE_VER" ] || ! printf '3.24\n%s\n' "$CMAKE_VER" | sort -V -C; then
@@ -160,7 +168,7 @@ if [ "$BUILD_IT" = 1 ]; then
   [ "$STATUS" = 0 ] || { echo "gpu.sh: the build failed; see $RES/build.log" >&2; exit 1; }
   # the native op tests one by one: one that does not build does not stop the benchmarks
   if [ "$TESTS" = 1 ]; then
-    for t in gpu_test_cuda_ops gpu_test_cuda_attention; do
+    for t in "${GPU_TESTS[@]}"; do
       run "build_$t" cmake --build "$BUILD" -j"$(nproc)" --target "$t"
     done
   fi
@@ -174,11 +182,11 @@ fi
 
 # ---- 3. the op tests, natively ------------------------------------------------------------------
 if [ "$TESTS" = 1 ]; then
-  for t in gpu_test_cuda_ops gpu_test_cuda_attention; do
+  for t in "${GPU_TESTS[@]}"; do
     if [ -x "$BUILD/bench/$t" ] || [ "$DRY" = 1 ]; then
       run "$t" "$BUILD/bench/$t"
     else
-      echo "gpu.sh: $t was not built (tests/emu/${t#gpu_}.cpp missing?)" >&2
+      echo "gpu.sh: $t was not built (see $RES/build_$t.log)" >&2
       STATUS=1; FAILED+=("$t (not built)")
     fi
   done

@@ -80,7 +80,9 @@ def main():
     peak = load(res, "peak")
     off, on, cmp_, bf16 = (load(res, t) for t in ("unet_off", "unet_on", "unet_compare", "unet_bf16"))
     cli, torch = load(res, "cli_bench"), load(res, "torch")
-    tests = {t: rc_of(res, t) for t in ("gpu_test_cuda_ops", "gpu_test_cuda_attention")}
+    names = sorted({f[:-3] for f in os.listdir(res) if f.startswith("gpu_test_") and f.endswith(".rc")} |
+                   {f[6:-3] for f in os.listdir(res) if f.startswith("build_gpu_test_") and f.endswith(".rc")})
+    tests = {t: rc_of(res, t) for t in (names or ["gpu_test_cuda_ops", "gpu_test_cuda_attention"])}
 
     gpu = (peak or {}).get("gpu") or (off or {}).get("gpu") or ", ".join(meta.get("nvidia_smi", [])) or "?"
     on_h100 = "H100" in gpu
