@@ -37,6 +37,37 @@ __host__ __device__ inline bool ds_attn_cap_head(uint64_t mask, int h) {
     return h >= 64 || ((mask >> h) & 1u);
 }
 
+// Shared tile dst (R × dp) = rows [0, n) of the strided global tile src (row stride `stride`,
+// dh elements a row), zeros in rows ≥ n and columns ≥ dh, by the whole block. vec: 16-byte loads
+// (dh and stride multiples of 8 elements, src 16-byte aligned: every SD shape).
+template <typename T>
+__device__ __forceinline__ void ds_attn_load_tile(T* dst, const T* src, int64_t stride, int n,
+                                                  int R, int dh, int dp, bool vec) {
+    const int tid = threadIdx.x, nt = blockDim.x;
+    if (vec) {
+        const int cpr = dp / 8;  // 16-byte chunks per shared row
+        for (int i = tid; i < R * cpr; i += nt) {
+            const int r = i / cpr, c = (i - r * cpr) * 8;
+            uint4 x = make_uint4(0u, 0u, 0u, 0u);  // all-zero bits: +0 in fp16 and bf16
+            if (r < n && c < dh) x = *(const uint4*)(src + (int64_t)r * stride + c);
+            *(uint4*)(dst + (size_t)r * dp + c) = x;
+        }
+    } else {
+        const T zero = ds_from_f32<T>(0.0f);
+        for (int i = tid; i < R * dp; i += nt) {
+            const int r = i / dp, d = i - r * dp;
+            dst[i] = (r < n && d < dh) ? src[(int64_t)r * stride + d] : zero;
+        }
+    }
+}
+
+// Whether ds_attn_load_tile may use 16-byte loads for q, k and v of these arguments (2-byte types).
+static inline bool ds_attn_vec_ok(const ds_attn_args& a) {
+    auto al16 = [](const void* p) { return ((uintptr_t)p & 15) == 0; };
+    return a.dh % 8 == 0 && a.qs % 8 == 0 && a.ks % 8 == 0 && a.vs % 8 == 0 && al16(a.q) &&
+           al16(a.k) && al16(a.v);
+}
+
 // Flash self-attention (cuda_attention_flash.cu). variant: 1 scalar fp32, 2 WMMA (fp16/bf16 only).
 void ds_attn_flash(ds_backend* be, const ds_attn_args& a, int variant);
 // Whether the WMMA kernel applies to this dtype / head size.
@@ -60,7 +91,14 @@ template <typename K> static inline void ds_attn_smem_optin(K* kernel, size_t by
 void ds_cuda_attention_force_path(int path);
 // Test hook: how many kernel launches each path made since program start, indexed by
 // ds_attn_path (lets the tests check which kernel actually ran a case).
-enum ds_attn_path { DS_ATTN_PATH_CROSS, DS_ATTN_PATH_SCALAR, DS_ATTN_PATH_WMMA, DS_ATTN_PATH_TILE, DS_ATTN_NPATHS };
+enum ds_attn_path {
+    DS_ATTN_PATH_CROSS,       // short-key kernel, scalar fp32
+    DS_ATTN_PATH_SCALAR,      // flash, scalar
+    DS_ATTN_PATH_WMMA,        // flash, tensor cores
+    DS_ATTN_PATH_TILE,        // host-probe / tile path
+    DS_ATTN_PATH_CROSS_WMMA,  // short-key kernel, tensor cores
+    DS_ATTN_NPATHS
+};
 extern long ds_attn_path_launches[DS_ATTN_NPATHS];
 
 #endif

@@ -178,30 +178,6 @@ template <typename T> static fw_layout fw_make_layout(int dp) {
     return L;
 }
 
-// Shared tile dst (R × dp) = rows [0, n) of the strided global tile src (row stride `stride`,
-// dh elements a row), zeros in rows ≥ n and columns ≥ dh, by the whole block. vec: 16-byte loads
-// (dh and stride multiples of 8 elements, src 16-byte aligned: every SD shape).
-template <typename T>
-__device__ __forceinline__ void fw_load_tile(T* dst, const T* src, int64_t stride, int n, int R,
-                                             int dh, int dp, bool vec) {
-    const int tid = threadIdx.x, nt = blockDim.x;
-    if (vec) {
-        const int cpr = dp / 8;  // 16-byte chunks per shared row
-        for (int i = tid; i < R * cpr; i += nt) {
-            const int r = i / cpr, c = (i - r * cpr) * 8;
-            uint4 x = make_uint4(0u, 0u, 0u, 0u);  // all-zero bits: +0 in fp16 and bf16
-            if (r < n && c < dh) x = *(const uint4*)(src + (int64_t)r * stride + c);
-            *(uint4*)(dst + (size_t)r * dp + c) = x;
-        }
-    } else {
-        const T zero = ds_from_f32<T>(0.0f);
-        for (int i = tid; i < R * dp; i += nt) {
-            const int r = i / dp, d = i - r * dp;
-            dst[i] = (r < n && d < dh) ? src[(int64_t)r * stride + d] : zero;
-        }
-    }
-}
-
 // grid (ceil(Lq / FW_BQ), heads, nb), block 32 · FW_WARPS. dp = dh rounded up to 16.
 template <typename T>
 __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) stride qs
@@ -231,7 +207,7 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
     const T* vb = v + (int64_t)b * Lk * vs + (int64_t)h * dh;
     float* Os = (float*)(smem + lay.o);
     for (int i = tid; i < FW_BQ * dp; i += nt) Os[i] = 0.0f;
-    fw_load_tile(Qs, qb, qs, nr, FW_BQ, dh, dp, vec);
+    ds_attn_load_tile(Qs, qb, qs, nr, FW_BQ, dh, dp, vec);
     // Softmax ownership: lane pair (2r, 2r+1) owns row r of the warp's 16, each lane one half of
     // the key tile's columns; both lanes keep the row's m and l. Scores are kept in base 2
     // (s · scale · log2 e), so every exponential is one exp2f.
@@ -245,8 +221,8 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
         const int kn = min(FW_BK, kend - k0);
         __syncthreads();  // every warp is done with the previous K / V tile
         // zero rows past kn: their scores are masked, and 0 · V must stay finite
-        fw_load_tile(Ks, kb + (int64_t)k0 * ks, ks, kn, FW_BK, dh, dp, vec);
-        fw_load_tile(Vs, vb + (int64_t)k0 * vs, vs, kn, FW_BK, dh, dp, vec);
+        ds_attn_load_tile(Ks, kb + (int64_t)k0 * ks, ks, kn, FW_BK, dh, dp, vec);
+        ds_attn_load_tile(Vs, vb + (int64_t)k0 * vs, vs, kn, FW_BK, dh, dp, vec);
         __syncthreads();
         // ---- S (16 × FW_BK) = Q_w (16 × dp) · Kᵀ (dp × FW_BK): each Q fragment loaded once and
         // used for the tile's 4 key blocks
@@ -343,10 +319,7 @@ template <typename T> static void flash_wmma_launch(ds_backend* be, const ds_att
     DS_ASSERT(lay.total <= ds_cuda_max_smem(be));
     auto* kern = flash_wmma_kernel<T>;
     ds_attn_smem_optin(kern, lay.total);
-    // 16-byte loads when every row start is 16-byte aligned
-    auto al16 = [](const void* p) { return ((uintptr_t)p & 15) == 0; };
-    const int vec = a.dh % 8 == 0 && a.qs % 8 == 0 && a.ks % 8 == 0 && a.vs % 8 == 0 &&
-                    al16(a.q) && al16(a.k) && al16(a.v);
+    const int vec = ds_attn_vec_ok(a);  // 16-byte loads when every row start is aligned
     dim3 grid(ds_div_up(a.Lq, FW_BQ), a.heads, a.nb);
     ds_attn_path_launches[DS_ATTN_PATH_WMMA]++;
     DS_LAUNCH(kern, grid, 32 * FW_WARPS, lay.total, ds_cuda_stream(be), (const T*)a.q,

@@ -38,9 +38,10 @@ extern "C" {
 // 3 short-key kernel, 4 tile (host-probe) path
 void ds_cuda_attention_force_path(int path);
 // launches per path since program start (cuda_attention.cuh: ds_attn_path)
-enum { P_CROSS, P_SCALAR, P_WMMA, P_TILE, P_N };
+enum { P_CROSS, P_SCALAR, P_WMMA, P_TILE, P_CROSS_WMMA, P_N };
 extern long ds_attn_path_launches[P_N];
-static const char* path_name[P_N] = {"cross", "flash scalar", "flash wmma", "tile"};
+static const char* path_name[P_N] = {"cross scalar", "flash scalar", "flash wmma", "tile",
+                                     "cross wmma"};
 
 static const char* dtype_name(ds_act_dtype d) {
     return d == DS_ACT_F16 ? "fp16" : d == DS_ACT_BF16 ? "bf16" : "fp32";
@@ -105,17 +106,19 @@ struct attn_case {
 static unsigned expected_paths(const attn_case& c, ds_act_dtype dt) {
     const bool wmma = dt != DS_ACT_F32 && c.dh % 2 == 0;
     const unsigned flash = wmma ? 1u << P_WMMA : 1u << P_SCALAR;
+    const unsigned cross = wmma && c.Lk <= 256 ? 1u << P_CROSS_WMMA : 1u << P_CROSS;
     unsigned m = 0;
     if (c.probe_on) m |= 1u << P_TILE;  // the watched batches
     const bool unprobed = !c.probe_on || c.pb0 > 0;
     if (!unprobed) return m;
+    if (c.probe_on) return m | cross;  // the batches before pb0: short keys in every probe case
     switch (c.force) {
     case 4: return m | 1u << P_TILE;
     case 1: return m | (c.cap_on ? 1u << P_TILE : 0) | 1u << P_SCALAR;
     case 2: return m | (c.cap_on ? 1u << P_TILE : 0) | flash;
     default: break;
     }
-    if (c.cap_on || c.Lk <= 128) return m | 1u << P_CROSS;
+    if (c.cap_on || c.Lk <= 128) return m | cross;
     return m | flash;
 }
 
@@ -320,6 +323,7 @@ int main() {
         {"cross 200x77 dh40 h8 B2", 2, 200, 77, 8, 40, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
         {"CLIP causal 77x77 dh64 h12 fused", 1, 77, 77, 12, 64, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
         {"cross 37x77 dh160", 1, 37, 77, 2, 160, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -1},
+        {"cross 50x77 dh13 head-sum capture (odd dh: scalar)", 2, 50, 77, 3, 13, 0, 0, 0, 1, 0, 0x5, 1.3f, 1, 2, 1, 0, 0, -1},
         // ---- in-kernel capture (cross kernel)
         {"capture head-sum all heads [0,2)", 2, 100, 77, 8, 40, 0, 0, 0, 1, 0, ALL, 1.0f, 0, 2, 1, 0, 0, -1},
         {"capture per-head mask 0xB5 [1,2) w0.37", 2, 100, 77, 8, 40, 0, 0, 0, 1, 1, 0xB5, 0.37f, 1, 2, 1, 0, 0, -1},
@@ -357,7 +361,7 @@ int main() {
         }
         // a few cases again with the threads of each block run last to first
         emu_set_reverse(true);
-        for (int i : {1, 13, 16, 22}) {
+        for (int i : {1, 13, 17, 23}) {
             if (only && !strstr(cases[i].name, only)) continue;
             run_compare(cpu, cu, dts[t], cases[i], 5000 + 17 * i + t);
         }
