@@ -441,6 +441,7 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void* fn) {
     a->numRegs = 32;
     a->ptxVersion = a->binaryVersion = 90;
     a->maxDynamicSharedSizeBytes = (int)emu_func_max_dyn_smem(fn);
+    a->sharedSizeBytes = emu_kernel_static_smem(fn);
     return cudaSuccess;
 }
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, const void* fn, int block, size_t dyn) {

@@ -41,6 +41,7 @@ cudaError_t emu_stream_do(cudaStream_t s, std::function<void()> op);
 // The writable function-local statics (address, bytes) of the kernel at fn: its static __shared__
 // variables, also in template instantiations. Empty when the program has no symbol table.
 const std::vector<std::pair<void*, size_t>>& emu_kernel_statics(const void* fn);
+size_t emu_kernel_static_smem(const void* fn);  // their total size
 
 // ---- launches (emu_runtime.cpp) ----------------------------------------------------------------
 size_t emu_func_max_dyn_smem(const void* fn);  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)

@@ -725,6 +725,17 @@ void emu_launch_erased(const char* name, const void* fn, dim3 grid, dim3 block, 
         snprintf(why, sizeof why, "%zu bytes of dynamic shared memory > the kernel's limit %zu (raise it with "
                  "cudaFuncSetAttribute(MaxDynamicSharedMemorySize), at most %u)", dyn_smem,
                  emu_func_max_dyn_smem(fn), (unsigned)EMU_SMEM_OPTIN);
+    } else {
+        // static __shared__ (as far as the symbol table shows it) counts against the same budget:
+        // at most 48 KiB on its own (ptxas refuses more), static + dynamic within 48 KiB, or within
+        // 227 KiB once the kernel opted in
+        size_t st = emu_kernel_static_smem(fn);
+        size_t budget = emu_func_max_dyn_smem(fn) > EMU_SMEM_DEFAULT ? (size_t)EMU_SMEM_OPTIN : (size_t)EMU_SMEM_DEFAULT;
+        if (st > EMU_SMEM_DEFAULT || st + dyn_smem > budget) {
+            err = cudaErrorInvalidValue;
+            snprintf(why, sizeof why, "%zu bytes of static + %zu of dynamic shared memory exceed %zu", st, dyn_smem,
+                     st > EMU_SMEM_DEFAULT ? (size_t)EMU_SMEM_DEFAULT : budget);
+        }
     }
     if (err != cudaSuccess) {
         emu_set_error(err);

@@ -117,3 +117,9 @@ const std::vector<std::pair<void*, size_t>>& emu_kernel_statics(const void* fn) 
     }
     return out;
 }
+
+size_t emu_kernel_static_smem(const void* fn) {
+    size_t n = 0;
+    for (auto& v : emu_kernel_statics(fn)) n += v.second;
+    return n;
+}

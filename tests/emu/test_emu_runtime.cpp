@@ -307,6 +307,10 @@ static void test_launch_errors() {
     CHECK(st_launch_config(dim3(1, 70000), dim3(32), 0) == cudaErrorInvalidConfiguration);
     CHECK(st_launch_config(dim3(0), dim3(32), 0) == cudaErrorInvalidConfiguration);
     CHECK(st_launch_config(dim3(1), dim3(32), 49 * 1024) == cudaErrorInvalidValue);
+    size_t st = 0;
+    CHECK(st_static_plus_dynamic(16 * 1024, &st) == cudaSuccess);
+    CHECK(st == 16384);
+    CHECK(st_static_plus_dynamic(40 * 1024, &st) == cudaErrorInvalidValue);  // 16 + 40 KiB > 48 KiB
     CHECK(cudaGetLastError() == cudaSuccess);  // read and cleared by st_launch_config
     emu_set_launch_errors_fatal(true);
 }

@@ -250,6 +250,20 @@ void st_racy(int* out) { DS_LAUNCH(racy_k, 1, 64, 0, 0, out); }
 __global__ void noop_k(int* p) {
     if (p) p[0] = 1;
 }
+// 16 KiB of static shared memory: with 40 KiB dynamic it exceeds the default 48 KiB budget.
+__global__ void static16k_k(float* p) {
+    __shared__ float big[4096];
+    big[threadIdx.x] = 1.0f;
+    __syncthreads();
+    if (p) p[threadIdx.x] = big[(threadIdx.x + 1) % blockDim.x];
+}
+cudaError_t st_static_plus_dynamic(size_t dyn, size_t* static_bytes) {
+    cudaFuncAttributes a;
+    cudaFuncGetAttributes(&a, static16k_k);
+    *static_bytes = a.sharedSizeBytes;
+    DS_LAUNCH(static16k_k, 1, 32, dyn, 0, (float*)nullptr);
+    return cudaGetLastError();
+}
 cudaError_t st_launch_config(dim3 grid, dim3 block, size_t smem) {
     DS_LAUNCH(noop_k, grid, block, smem, 0, (int*)nullptr);
     return cudaGetLastError();

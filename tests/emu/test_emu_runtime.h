@@ -20,6 +20,7 @@ void st_half_math(const float* in, float* out, int n);
 void st_poison(unsigned* out, int blocks);
 void st_racy(int* out);
 cudaError_t st_launch_config(dim3 grid, dim3 block, size_t smem);
+cudaError_t st_static_plus_dynamic(size_t dyn, size_t* static_bytes);
 void st_inc(float* p, int n, cudaStream_t s);
 void st_softmax_rows(const float* in, float* out, int rows, int cols);
 void st_barrier_loop(int blocks, int threads, int iters, int* out);
