@@ -175,7 +175,8 @@ if [ "$BUILD_IT" = 1 ]; then
 fi
 BIN="$BUILD/diffscope" BENCH_UNET="$BUILD/bench/bench_unet" BENCH_PEAK="$BUILD/bench/bench_peak"
 if [ "$DRY" = 0 ]; then
-  for b in "$BIN" "$BENCH_UNET" "$BENCH_PEAK"; do
+  need=("$BIN" "$BENCH_UNET"); [ "$REHEARSE" = 1 ] || need+=("$BENCH_PEAK")
+  for b in "${need[@]}"; do
     [ -x "$b" ] || { echo "gpu.sh: $b was not built (is the CUDA backend enabled? see $RES/configure.log)" >&2; exit 1; }
   done
 fi
