@@ -26,6 +26,7 @@ enum emu_warp_kind {
 // return this lane's result. `arg` is the source lane / delta / lane mask, `width` the segment.
 unsigned long long emu_warp_op(int kind, unsigned mask, unsigned long long bits, int arg, int width);
 unsigned emu_activemask();
+void emu_yield();  // let the block's other threads run (the caller stays runnable)
 void* emu_dynamic_shared();
 [[noreturn]] void emu_fail(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 // Type-erased launch: checks the configuration, runs (or records, while the stream captures a

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -112,6 +113,9 @@ struct Alloc {
 };
 std::mutex g_mem_mu;
 std::map<uintptr_t, Alloc> g_allocs;  // by user start
+std::deque<Alloc> g_quarantine;       // freed, still mapped PROT_NONE (oldest first)
+size_t g_quarantine_bytes = 0;
+const size_t kQuarantineBytes = (size_t)1 << 30;
 size_t g_device_bytes = 0;
 const size_t kPage = 4096;
 const unsigned char kCanary = 0xA5;
@@ -167,7 +171,19 @@ cudaError_t do_free(void* p, bool device, const char* fn) {
     for (size_t i = a.size; i < user_len; i++)
         if ((unsigned char)a.user[i] != kCanary)
             emu_fail("%s(%p): bytes written past the end of this %zu-byte allocation (at offset %zu)", fn, p, a.size, i);
-    munmap(a.base, a.map_len);
+    // Quarantine: the freed range stays mapped PROT_NONE (its memory returned to the system) so a
+    // use after cudaFree faults and is named, until 1 GiB of address space is held this way.
+    madvise(a.base, a.map_len, MADV_DONTNEED);
+    mprotect(a.base, a.map_len, PROT_NONE);
+    std::lock_guard<std::mutex> lock(g_mem_mu);
+    g_quarantine.push_back(a);
+    g_quarantine_bytes += a.map_len;
+    while (g_quarantine_bytes > kQuarantineBytes) {
+        const Alloc& old = g_quarantine.front();
+        munmap(old.base, old.map_len);
+        g_quarantine_bytes -= old.map_len;
+        g_quarantine.pop_front();
+    }
     return cudaSuccess;
 }
 
@@ -213,6 +229,14 @@ bool emu_mem_describe_fault(const void* addr, char* buf, size_t n) {
                      (void*)a.user);
             found = true;
             break;
+        }
+    }
+    for (size_t i = g_quarantine.size(); !found && i-- > 0;) {
+        const Alloc& a = g_quarantine[i];
+        if ((const char*)addr >= a.base && (const char*)addr < a.base + a.map_len) {
+            snprintf(buf, n, "use after free: offset %td of a %zu-byte %s allocation at %p, already freed",
+                     (const char*)addr - a.user, a.size, a.device ? "cudaMalloc" : "cudaMallocHost", (void*)a.user);
+            found = true;
         }
     }
     g_mem_mu.unlock();

@@ -122,6 +122,9 @@ inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_system() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 [[noreturn]] inline void __trap() { emu_fail("__trap() called"); }
 inline long long clock64() { static long long c; return c += 1000; }
+// A spin loop backing off with __nanosleep lets the other threads of the block run (a yield); a
+// plain spin on memory never does (docs/cuda_emulator.md, kernel rules).
+inline void __nanosleep(unsigned) { emu_yield(); }
 
 // ---- warp collectives --------------------------------------------------------------------------
 template <typename T> inline unsigned long long emu_bits_(T v) {

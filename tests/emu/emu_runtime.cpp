@@ -543,6 +543,14 @@ unsigned long long emu_warp_op(int kind, unsigned mask, unsigned long long bits,
     return f->c_result;
 }
 
+void emu_yield() {
+    Fiber* f = cur();
+    if (!f) return;
+    // Still runnable: the pass goes on with the next threads and a later pass resumes this one.
+    // Only yields in a pass still count as progress, so a spin that never ends is not reported.
+    fiber_leave(f);
+}
+
 unsigned emu_activemask() {
     Fiber* f = cur();
     if (!f) emu_fail("__activemask called outside a kernel");

@@ -272,6 +272,15 @@ static void test_intrinsics() {
     CHECK(r > 0 && std::isfinite(r));
 }
 
+static void test_spin() {
+    int* out = dev<int>(2);
+    st_spin(out);
+    auto o = host(out, 2);
+    CHECK(o[0] == 42);
+    if (!emu_reverse()) CHECK(o[1] == 1);  // forward: thread 0 spins before thread 37 runs
+    cudaFree(out);
+}
+
 static void test_poison() {
     unsigned* out = dev<unsigned>(9);
     st_poison(out, 3);
@@ -429,6 +438,7 @@ static void run_positive(const char* mode) {
     test_wmma();
     test_half_math();
     test_intrinsics();
+    test_spin();
     test_poison();
     if (!emu_strict()) test_permissive();
     test_launch_errors();
@@ -515,6 +525,11 @@ static void run_negative() {
         cudaMemset(p + 5, 1, 1);
         st_assert(p);
     }, "abort at kernel assert_k, block (0,0,0), thread (5,0,0)");
+    expect_death("use after cudaFree", [] {
+        float* p = dev<float>(256);
+        cudaFree(p);
+        st_oob_write(p, 0, 7);
+    }, "use after free: offset 28 of a 1024-byte cudaMalloc allocation");
     expect_death("fiber stack overflow", [] { st_stack_overflow(dev<float>(32)); }, "stack overflow");
     expect_death("cudaMemcpy past an allocation", [] {
         float* p = dev<float>(10);

@@ -426,3 +426,19 @@ float st_intrinsics() {
     if (r[32] != 32.0f || __low2float(hh) != 32.0f || __high2float(hh) != 64.0f) return -2.0f;
     return r[0];
 }
+
+// A spin-wait on shared memory with __nanosleep back-off: thread 0 waits for thread 37's flag.
+__global__ void spin_k(int* out) {
+    __shared__ volatile int flag;
+    if (threadIdx.x == 0) flag = 0;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int spins = 0;
+        while (flag == 0) { __nanosleep(100); spins++; }
+        out[0] = flag;
+        out[1] = spins > 0;
+    } else if (threadIdx.x == 37) {
+        flag = 42;
+    }
+}
+void st_spin(int* out) { DS_LAUNCH(spin_k, 1, 64, 0, 0, out); }
