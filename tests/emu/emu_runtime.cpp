@@ -390,6 +390,7 @@ void thread_exit(Fiber* f) {
         if (g_bar_count == g_live) release_barrier();
     }
     // lanes of this warp waiting in a collective whose mask names this lane
+    if (!g_warp_waiting[warp]) return;
     for (unsigned l = 0; l < 32 && warp * 32 + l < g_nthreads; l++) {
         Fiber* o = g_fibers[warp * 32 + l];
         if (o->state != F_WARP || !(o->c_mask & (1u << f->pub.lane))) continue;
