@@ -574,6 +574,17 @@ static void run_timings() {
            "switch (with the barrier bookkeeping)\n", blocks, threads, iters, c1 - c0, t1 - t0, sw / 1e6,
            (c1 - c0) * 1e9 / sw);
     cudaFree(d);
+
+    const int n = 1 << 24;
+    float* p = dev<float>(n);
+    CUDA_OK(cudaMemset(p, 0, (size_t)n * 4));
+    c0 = cpu_s();
+    st_inc(p, n, 0);
+    c1 = cpu_s();
+    printf("timing: elementwise over %d elements (%d blocks x 128 threads): %.3f s CPU, %.1f ns per thread\n", n,
+           n / 128, c1 - c0, (c1 - c0) * 1e9 / n);
+    CHECK(host(p + n - 1, 1)[0] == 1.0f);
+    cudaFree(p);
 }
 
 int main(int argc, char** argv) {
