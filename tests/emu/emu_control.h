@@ -18,6 +18,9 @@ bool emu_strict();
 // silently relies on thread 0 running first (a missing __syncthreads) computes something else.
 void emu_set_reverse(bool on);
 bool emu_reverse();
+// Shuffled schedule (also EMU_SHUFFLE=<seed>): each block runs its threads in a pseudo-random order
+// drawn from the seed and the block index (reproducible); 0 turns it off.
+void emu_set_shuffle(unsigned long long seed);
 // Launch-configuration errors abort with a message by default (DS_LAUNCH checks every launch under
 // nvcc); when off, they only set the error cudaGetLastError returns (the self-tests use this).
 void emu_set_launch_errors_fatal(bool on);

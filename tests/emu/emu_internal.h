@@ -18,6 +18,7 @@
 struct EmuConfig {
     bool strict;              // EMU_STRICT=1
     bool reverse;             // EMU_REVERSE=1
+    unsigned long long shuffle_seed;  // EMU_SHUFFLE=<seed>, 0: off
     bool launch_errors_fatal; // default true, like DS_LAUNCH's check under nvcc
     size_t stack_bytes;       // EMU_STACK_KB (default 64)
 };

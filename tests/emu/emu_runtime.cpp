@@ -132,7 +132,7 @@ std::vector<Fiber*> g_fibers;
 Ctx g_sched;                          // the scheduler's context (on the launching thread's stack)
 const std::function<void()>* g_body; // the running kernel, bound to its arguments
 unsigned g_pos;                      // the scheduling pass's cursor (position in pass order)
-bool g_rev;                          // this launch runs the reversed schedule
+std::vector<unsigned> g_order;       // the schedule: thread index at each pass position
 bool g_strict;                       // this launch runs in strict mode
 
 // the running launch and block
@@ -166,6 +166,8 @@ EmuConfig& emu_config() {
         k.strict = env_flag("EMU_STRICT");
         k.reverse = env_flag("EMU_REVERSE");
         k.launch_errors_fatal = true;
+        const char* sh = getenv("EMU_SHUFFLE");
+        k.shuffle_seed = sh ? strtoull(sh, nullptr, 0) : 0;
         const char* s = getenv("EMU_STACK_KB");
         long kb = s ? atol(s) : 64;
         k.stack_bytes = (size_t)(kb < 16 ? 16 : kb) * 1024;
@@ -178,6 +180,7 @@ bool emu_strict() { return emu_config().strict; }
 void emu_set_reverse(bool on) { emu_config().reverse = on; }
 bool emu_reverse() { return emu_config().reverse; }
 void emu_set_launch_errors_fatal(bool on) { emu_config().launch_errors_fatal = on; }
+void emu_set_shuffle(unsigned long long seed) { emu_config().shuffle_seed = seed; }
 emu_stats_t emu_stats() { return g_stats; }
 
 // ---- failure reports ---------------------------------------------------------------------------
@@ -298,7 +301,7 @@ void thread_exit(Fiber* f);
 inline Fiber* next_runnable() {
     const unsigned n = g_nthreads;
     while (++g_pos < n) {
-        Fiber* f = g_fibers[g_rev ? n - 1 - g_pos : g_pos];
+        Fiber* f = g_fibers[g_order[g_pos]];
         if (f->state == F_RUNNABLE) return f;
     }
     return nullptr;
@@ -629,12 +632,33 @@ void deadlock_report() {
     emu_fail("deadlock in kernel %s", g_kernel);
 }
 
+// The order of the threads in each pass: forward, reversed, or a permutation drawn per block from
+// the shuffle seed (splitmix64 + Fisher-Yates), so every block sees a different interleaving.
+void make_order(unsigned n, unsigned long long block) {
+    const EmuConfig& c = emu_config();
+    g_order.resize(n);
+    for (unsigned i = 0; i < n; i++) g_order[i] = c.reverse ? n - 1 - i : i;
+    if (!c.shuffle_seed) return;
+    unsigned long long x = c.shuffle_seed * 0x9e3779b97f4a7c15ull + block;
+    for (unsigned i = n; i > 1; i--) {
+        x += 0x9e3779b97f4a7c15ull;
+        unsigned long long z = x;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        unsigned j = (unsigned)(z % i);
+        unsigned t = g_order[i - 1];
+        g_order[i - 1] = g_order[j];
+        g_order[j] = t;
+    }
+}
+
 // Run every thread of the current block to completion: passes over the threads in schedule order,
 // each runnable thread running until it waits or finishes; a pass in which none can run while some
 // have not finished is a deadlock.
 void run_block() {
     const unsigned n = g_nthreads;
-    g_rev = emu_config().reverse;
+    (void)n;
     for (;;) {
         g_pos = (unsigned)-1;
         Fiber* first = next_runnable();
@@ -693,6 +717,7 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t dy
                 g_bar_acc[0] = 0; g_bar_acc[1] = 1; g_bar_acc[2] = 0;
                 for (auto& m : g_exited_mask) m = 0;
                 for (auto& m : g_warp_waiting) m = 0;
+                make_order(n, bx + grid.x * (by + grid.y * bz));
                 run_block();
                 g_shared.after_block();
                 g_stats.blocks++;

@@ -442,3 +442,31 @@ __global__ void spin_k(int* out) {
     }
 }
 void st_spin(int* out) { DS_LAUNCH(spin_k, 1, 64, 0, 0, out); }
+
+// __constant__ memory through cudaMemcpyToSymbol, and cudaMemcpy2D of a sub-matrix.
+__constant__ float c_coef[4];
+__global__ void constant_k(float* out) { out[threadIdx.x] = c_coef[threadIdx.x % 4] * 2.0f; }
+bool st_constant_and_2d() {
+    const float coef[4] = {1, 2, 3, 4};
+    if (cudaMemcpyToSymbol(c_coef, coef, sizeof coef) != cudaSuccess) return false;
+    float back[4] = {0};
+    if (cudaMemcpyFromSymbol(back, c_coef, sizeof back) != cudaSuccess || back[3] != 4.0f) return false;
+    float* out;
+    cudaMalloc((void**)&out, 8 * sizeof(float));
+    DS_LAUNCH(constant_k, 1, 8, 0, 0, out);
+    float h[8];
+    cudaMemcpy(h, out, sizeof h, cudaMemcpyDeviceToHost);
+    bool ok = h[0] == 2.0f && h[7] == 8.0f;
+    // a 3x2 window of a 5x4 host matrix into a 3-wide device matrix, and back
+    float m[20], w[6] = {0};
+    for (int i = 0; i < 20; i++) m[i] = (float)i;
+    float* d;
+    cudaMalloc((void**)&d, 6 * sizeof(float));
+    ok = ok && cudaMemcpy2D(d, 3 * sizeof(float), m + 1, 5 * sizeof(float), 3 * sizeof(float), 2,
+                            cudaMemcpyHostToDevice) == cudaSuccess;
+    ok = ok && cudaMemcpy(w, d, sizeof w, cudaMemcpyDeviceToHost) == cudaSuccess;
+    ok = ok && w[0] == 1 && w[2] == 3 && w[3] == 6 && w[5] == 8;
+    cudaFree(d);
+    cudaFree(out);
+    return ok;
+}

@@ -25,7 +25,8 @@ void st_inc(float* p, int n, cudaStream_t s);
 void st_softmax_rows(const float* in, float* out, int rows, int cols);
 void st_barrier_loop(int blocks, int threads, int iters, int* out);
 float st_intrinsics();
-void st_spin(int* out);  // < 0: inconsistent
+void st_spin(int* out);
+bool st_constant_and_2d();  // < 0: inconsistent
 // negative
 void st_deadlock(float* out);
 void st_oob_write(float* p, int n, int beyond);
