@@ -1,12 +1,17 @@
-// test_cuda_model.cpp — the CLIP text encoder (host/clip_text.c) on the CUDA backend, run by the
-// SIMT emulator, against the transformers.CLIPTextModel references of the tiny fixture models
-// (tests/fixtures/sd{1,2}_tiny, references tests/fixtures/sd{1,2}_ref.safetensors; the CPU
-// version of this test is tests/test_clip_text.c). Every op of the text encoder runs through
-// kernels/cuda: embed_tokens, layer_norm, linear (cuBLAS stand-in) with bias and residual,
-// causal self-attention (cuda_attention.cu), quick_gelu / gelu.
+// test_cuda_model.cpp — the CLIP text encoder (host/clip_text.c) and the UNet (host/unet*.c) of
+// the tiny fixture models on the CUDA backend, run by the SIMT emulator, against the
+// transformers / diffusers references (tests/fixtures/sd{1,2}_tiny, references
+// tests/fixtures/sd{1,2}_ref.safetensors; the CPU versions are tests/test_clip_text.c and
+// tests/test_unet.c). Every op runs through kernels/cuda: embed_tokens, layer_norm, linear
+// (cuBLAS stand-in) with bias and residual, attention (cuda_attention*.cu: causal text
+// self-attention, flash self-attention, cross-attention), quick_gelu / gelu, timestep embedding,
+// conv2d (cuDNN stand-in: 3×3, stride-2 downsamplers, 1×1 shortcuts), group norm + SiLU, GEGLU,
+// channel bias, upsample, concat.
 //
-// Checked for activation types fp32 and fp16 (bf16 too, looser): every hidden state reported to
-// an observer, the final output, clip_skip 1, and batch 1 vs the batched row.
+// Checked for activation types fp32, fp16 and bf16: text encoder — every hidden state reported
+// to an observer, the final output, clip_skip 1, batch 1 vs the batched row; UNet — every module
+// output the fixture holds (44 per model: resnets, transformers, samplers, FFN activations,
+// time embedding, conv_out) and the returned output.
 //
 // Metric as in test_clip_text.c: max |ours − ref| / max |ref| per tensor.
 //   fp32 1e-4: the CPU test's tolerance (fp32 in another summation order). Measured 1.2e-6.
@@ -14,6 +19,8 @@
 //              the layer norms carry those roundings through the layers; the weights are
 //              fp16-exact, so this is the activations' rounding only. Measured 2.2e-3.
 //   bf16 5e-2: the same with bf16's 2⁻⁸ (weights rounded from fp16 to bf16). Measured 2.4e-2.
+// UNet: fp32 1e-4 (test_unet.c's; measured 1.6e-6), fp16 1e-2 (measured 3.0e-3), bf16 1e-1
+// (measured 3.8e-2, see test_unet).
 // Sensitivity (checked by mutation): quick_gelu with 1.6 instead of 1.702 gives 1–3e-2, caught in
 // fp32 and fp16; the bf16 run only catches gross mistakes (a wrong mask, head split, layer).
 #include <math.h>
@@ -30,6 +37,7 @@ extern "C" {
 #include "observe.h"
 #include "safetensors.h"
 #include "testutil.h"
+#include "unet.h"
 #include "weights.h"
 }
 
@@ -197,12 +205,155 @@ static void test_model(ds_act_dtype dt, const char* arch) {
     be->destroy(be);
 }
 
+// ---- the UNet -------------------------------------------------------------------------------------
+// Every module output the fixture holds (DS_NODE_BLOCK_OUT: time embedding, conv_in, resnets,
+// transformers, down/upsamplers, conv_out; DS_NODE_FFN_ACT: the GEGLU outputs) and the returned
+// output, NHWC against the NCHW references, same metric and tolerances as the text encoder
+// (test_unet.c's fp32 tolerance is 1e-4 too).
+struct unet_cap {
+    const ds_st_file* ref;
+    ds_act_dtype dt;
+    double tol;
+    int compared = 0;
+};
+
+static void nchw_to_nhwc(const float* x, float* y, int64_t N, int64_t C, int64_t H, int64_t W) {
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t i = 0; i < H * W; i++) y[(n * H * W + i) * C + c] = x[(n * C + c) * H * W + i];
+}
+
+static int unet_wants(void*, const char*, ds_node_kind kind) {
+    return kind == DS_NODE_BLOCK_OUT || kind == DS_NODE_FFN_ACT;
+}
+
+static int unet_observe(void* u, ds_node* nd) {
+    unet_cap* c = (unet_cap*)u;
+    std::string name;
+    if (nd->kind == DS_NODE_FFN_ACT) name = std::string("unet.") + nd->path + ".act";
+    else if (!strcmp(nd->path, "time_embedding")) name = "unet.time_emb";
+    else if (!strcmp(nd->path, "conv_out")) name = "unet.out";
+    else name = std::string("unet.") + nd->path;
+    const ds_st_tensor* t = ds_st_find(c->ref, name.c_str());
+    if (!t) return 0;  // not every node is in the fixture
+    int64_t n = 1, rn = 1;
+    for (int i = 0; i < nd->ndim; i++) n *= nd->shape[i];
+    for (int i = 0; i < t->ndim; i++) rn *= t->shape[i];
+    CHECKF(rn == n && t->ndim == nd->ndim, "%s: shape mismatch", name.c_str());
+    if (rn != n || t->ndim != nd->ndim) return 0;
+    float* r = tu_fixture_f32(c->ref, name.c_str(), -1, NULL);
+    if (!r) return 0;
+    std::vector<float> ref(r, r + n);
+    if (t->ndim == 4)  // reference NCHW → our NHWC
+        nchw_to_nhwc(r, ref.data(), t->shape[0], t->shape[1], t->shape[2], t->shape[3]);
+    free(r);
+    check(c->dt, c->tol, name, nd->data, ref.data(), n);
+    c->compared++;
+    return 0;
+}
+
+static void test_unet(ds_act_dtype dt, const char* arch) {
+    // bf16: ~40 layers of 2⁻⁸ roundings, NMSE ~3e-4 measured, and the single worst element of a
+    // tensor at 3.8e-2 of its max (up_blocks.2.attentions.2): 1e-1. fp32 and fp16 are the
+    // sensitive runs.
+    const double tol = dt == DS_ACT_F32 ? 1e-4 : dt == DS_ACT_F16 ? 1e-2 : 1e-1;
+    const char* dn = dt == DS_ACT_F32 ? "fp32" : dt == DS_ACT_F16 ? "fp16" : "bf16";
+    char cfg_path[320], w_path[320], ref_path[320];
+    snprintf(cfg_path, sizeof cfg_path, "tests/fixtures/%s_tiny/unet/config.json", arch);
+    snprintf(w_path, sizeof w_path, "tests/fixtures/%s_tiny/unet/diffusion_pytorch_model.safetensors", arch);
+    snprintf(ref_path, sizeof ref_path, "tests/fixtures/%s_ref.safetensors", arch);
+    printf("%s UNet, CUDA backend %s\n", arch, dn);
+
+    ds_err e = {};
+    ds_cuda_options o = {0, dt};
+    ds_backend* be = ds_backend_cuda_create(&e, &o);
+    if (!be) {
+        printf("FAIL: ds_backend_cuda_create: %s\n", e.msg);
+        tu_failures++;
+        return;
+    }
+    char* json = NULL;
+    ds_unet_config cfg;
+    ds_weights* ws = NULL;
+    ds_st_file* ref = NULL;
+    ds_unet u;
+    memset(&u, 0, sizeof u);
+    if (ds_read_file(&e, cfg_path, &json, NULL) || ds_unet_config_from_json(&e, json, cfg_path, &cfg) ||
+        !(ws = ds_weights_create(be)) || ds_weights_add_file(ws, &e, w_path, "unet.") ||
+        ds_unet_bind(&u, &cfg, ws, "unet.", &e) || ds_weights_materialize(ws, &e) ||
+        !(ref = tu_fixture_open(ref_path))) {
+        printf("FAIL: %s\n", e.msg);
+        tu_failures++;
+    } else {
+        int64_t ss[DS_ST_MAX_DIMS], cs[DS_ST_MAX_DIMS], ts[DS_ST_MAX_DIMS];
+        float* sample = tu_fixture_f32(ref, "unet.in.sample", 4, ss);
+        float* ctx_h = tu_fixture_f32(ref, "unet.in.context", 3, cs);
+        float* t_in = tu_fixture_f32(ref, "unet.in.timestep", -1, ts);
+        if (sample && ctx_h && t_in) {
+            const int64_t B = ss[0], C = ss[1], H = ss[2], W = ss[3], L = cs[1], D = cs[2];
+            const int64_t Co = cfg.out_channels;
+            std::vector<float> x((size_t)(B * C * H * W)), t((size_t)B);
+            nchw_to_nhwc(sample, x.data(), B, C, H, W);
+            for (int64_t b = 0; b < B; b++) t[(size_t)b] = t_in[ts[0] == B ? b : 0];
+            ds_tensor xt = {be->alloc(be, B * H * W * C), 4, {B, H, W, C}};
+            ds_tensor ct = {be->alloc(be, B * L * D), 3, {B, L, D, 0}};
+            ds_tensor ot = {tu_be_poisoned(be, B * H * W * Co), 4, {B, H, W, Co}};
+            be->upload(be, xt.data, x.data(), B * H * W * C);
+            be->upload(be, ct.data, ctx_h, B * L * D);
+            ds_arena arena;
+            ds_arena_init(&arena, be, 0);
+            unet_cap cap;
+            cap.ref = ref;
+            cap.dt = dt;
+            cap.tol = tol;
+            ds_observer obs = {unet_wants, unet_observe, &cap};
+            ds_run run = {};
+            run.be = be;
+            run.arena = &arena;
+            run.err = &e;
+            run.observer = &obs;
+            run.step = -1;
+            run.timestep = t[0];
+            if (ds_unet_forward(&u, &run, &xt, t.data(), &ct, &ot)) {
+                printf("FAIL: forward: %s\n", e.msg);
+                tu_failures++;
+            } else {
+                std::vector<float> out((size_t)(B * H * W * Co));
+                be->download(be, out.data(), ot.data, B * H * W * Co);
+                float* r = tu_fixture_f32(ref, "unet.out", 4, NULL);
+                if (r) {
+                    std::vector<float> rr(out.size());
+                    nchw_to_nhwc(r, rr.data(), B, Co, H, W);
+                    check(dt, tol, "unet output (returned)", out.data(), rr.data(), B * H * W * Co);
+                }
+                free(r);
+                CHECKF(cap.compared >= 10, "%s: only %d UNet nodes compared", arch, cap.compared);
+                if (tu_verbose) printf("  %d UNet nodes compared\n", cap.compared);
+            }
+            ds_arena_release(&arena);
+            be->free(be, xt.data);
+            be->free(be, ct.data);
+            be->free(be, ot.data);
+        }
+        free(sample);
+        free(ctx_h);
+        free(t_in);
+    }
+    free(json);
+    ds_unet_release(&u);
+    if (ws) ds_weights_free(ws);
+    if (ref) ds_st_close(ref);
+    be->destroy(be);
+}
+
 int main() {
     if (getenv("DS_TEST_VERBOSE")) tu_verbose = 1;
     const ds_act_dtype types[] = {DS_ACT_F32, DS_ACT_F16, DS_ACT_BF16};
     for (ds_act_dtype dt : types) {
         test_model(dt, "sd1");
         test_model(dt, "sd2");
+        test_unet(dt, "sd1");
+        test_unet(dt, "sd2");
     }
     printf("worst max|d|/max|ref|: fp32 %.2e, fp16 %.2e, bf16 %.2e\n", g_worst[DS_ACT_F32],
            g_worst[DS_ACT_F16], g_worst[DS_ACT_BF16]);
