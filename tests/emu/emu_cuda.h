@@ -21,11 +21,13 @@
 #define __launch_bounds__(...)
 #define __grid_constant__
 #define __managed__
-#define __constant__
+#define __constant__  // a plain host global; cudaMemcpyToSymbol below copies into it
 // A __shared__ variable becomes a function-local (or file-local) static in its own linker section:
-// every fiber (CUDA thread) of the running block sees the same object, and the runtime finds the
-// section through __start_emu_shared/__stop_emu_shared to poison it (0xFF) before each block.
-// Only one block runs at a time, so one copy per variable is enough.
+// every fiber (CUDA thread) of the running block sees the same object (only one block runs at a
+// time, so one copy per variable is enough), and the runtime finds the section through
+// __start_emu_shared/__stop_emu_shared to poison it (0xFF) before each block. g++ drops the section
+// of statics in template instantiations: those are found through the symbol table instead
+// (emu_symbols.cpp).
 #define __shared__ static __attribute__((section("emu_shared")))
 // `extern __shared__` (dynamic shared memory) is not supported: use DS_DYN_SHARED.
 

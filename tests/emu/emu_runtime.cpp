@@ -7,8 +7,9 @@
 // of every launch (created on demand, never freed). A switch never makes a syscall:
 //   * x86-64: a 12-instruction switch (push the callee-saved registers, swap stack pointers, pop);
 //     a new fiber's stack is pre-built so that the first switch "returns" into fiber_entry.
-//   * elsewhere: makecontext once per fiber, then _setjmp/_longjmp (~10 ns). _FORTIFY_SOURCE would
-//     turn longjmp into __longjmp_chk, which aborts when jumping to another stack: hence the #undef.
+//   * elsewhere (or with -DEMU_PORTABLE_SWITCH): makecontext once per fiber, then _setjmp/_longjmp
+//     (~30 ns here: glibc's longjmp also walks the cancellation cleanups). _FORTIFY_SOURCE would turn
+//     longjmp into __longjmp_chk, which aborts when jumping to another stack: hence the #undef.
 // A blocking thread switches straight to the next runnable thread of the current pass (one switch
 // per wait, not two through a scheduler); the scheduler only runs between passes.
 #undef _FORTIFY_SOURCE
@@ -213,7 +214,6 @@ void emu_fail(const char* fmt, ...) {
 
 // ---- SIGSEGV / SIGBUS: name the kernel, block and thread, and what the address is --------------
 namespace {
-struct sigaction g_old_segv, g_old_bus;
 
 void fault_handler(int sig, siginfo_t* si, void* uc) {
     char msg[768], w[256], what[256] = "";
@@ -277,8 +277,8 @@ void install_fault_handler() {
         sa.sa_sigaction = fault_handler;
         sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
         sigemptyset(&sa.sa_mask);
-        sigaction(SIGSEGV, &sa, &g_old_segv);
-        sigaction(SIGBUS, &sa, &g_old_bus);
+        sigaction(SIGSEGV, &sa, nullptr);
+        sigaction(SIGBUS, &sa, nullptr);
         struct sigaction ab;
         memset(&ab, 0, sizeof ab);
         ab.sa_handler = abort_handler;
@@ -657,8 +657,6 @@ void make_order(unsigned n, unsigned long long block) {
 // each runnable thread running until it waits or finishes; a pass in which none can run while some
 // have not finished is a deadlock.
 void run_block() {
-    const unsigned n = g_nthreads;
-    (void)n;
     for (;;) {
         g_pos = (unsigned)-1;
         Fiber* first = next_runnable();
@@ -669,7 +667,6 @@ void run_block() {
     }
     if (g_live) deadlock_report();
     emu_cur = nullptr;
-    (void)n;
 }
 
 void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t dyn_smem,
