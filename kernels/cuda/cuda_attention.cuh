@@ -89,6 +89,9 @@ template <typename K> static inline void ds_attn_smem_optin(K* kernel, size_t by
 //   0 automatic; 1 flash scalar; 2 flash WMMA (falls back to scalar where it does not apply);
 //   3 cross kernel (when it fits); 4 tile path (the host-probe path, without a callback)
 void ds_cuda_attention_force_path(int path);
+// Test hook: the flash WMMA kernel's lazy-rescaling threshold in log2 units (default 8; 0 makes it
+// rescale whenever a row max grows, which exercises the rescale path on any input).
+void ds_cuda_attention_set_rescale_threshold(float th);
 // Test hook: how many kernel launches each path made since program start, indexed by
 // ds_attn_path (lets the tests check which kernel actually ran a case).
 enum ds_attn_path {

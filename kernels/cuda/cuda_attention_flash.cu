@@ -157,7 +157,7 @@ template <typename T> static void flash_scalar_launch(ds_backend* be, const ds_a
 #define FW_WARPS 4
 #define FW_BQ (16 * FW_WARPS)  // query rows per block: 16 per warp
 #define FW_BK 64               // keys per tile
-#define FW_MAX_DH 256
+#define FW_MAX_DH 160  // 10 output fragments per warp at most
 
 // Shared memory layout of the WMMA kernel; every region starts 128-byte aligned (WMMA needs 32).
 struct fw_layout {
@@ -178,25 +178,28 @@ template <typename T> static fw_layout fw_make_layout(int dp) {
     return L;
 }
 
-// grid (ceil(Lq / FW_BQ), heads, nb), block 32 · FW_WARPS. dp = dh rounded up to 16.
-template <typename T>
+// grid (ceil(Lq / FW_BQ), heads, nb), block 32 · FW_WARPS. ND = dp / 16 with dp = dh rounded up
+// to 16: the warp's 16 × dp output stays in ND accumulator fragments for the whole key loop.
+// rescale_th: lazy rescaling threshold in log2 units (see flash_wmma_launch); 0 = rescale O
+// whenever a row's max grows (the textbook online softmax).
+template <typename T, int ND>
 __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) stride qs
                                   const T* __restrict__ k,  // (B, Lk, ·) stride ks
                                   const T* __restrict__ v,  // (B, Lk, ·) stride vs
                                   T* __restrict__ out,      // (B, Lq, heads·dh)
                                   int64_t qs, int64_t ks, int64_t vs, int b0, int Lq, int Lk,
-                                  int heads, int dh, int dp, float scale, int causal,
-                                  int vec, fw_layout lay) {
+                                  int heads, int dh, float scale, int causal, int vec,
+                                  float rescale_th, fw_layout lay) {
     using namespace nvcuda;
+    constexpr int dp = 16 * ND;
     DS_DYN_SHARED(unsigned char, smem);
     T* Qs = (T*)(smem + lay.q);      // FW_BQ × dp, zero-padded rows and columns
     T* Ks = (T*)(smem + lay.k);      // FW_BK × dp
     T* Vs = (T*)(smem + lay.v);      // FW_BK × dp
-    const int tid = threadIdx.x, nt = blockDim.x;
-    const int lane = tid & 31, warp = tid >> 5;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     float* Sw = (float*)(smem + lay.s) + warp * 16 * FW_BK;  // this warp's 16 × FW_BK scores
     T* Pw = (T*)(smem + lay.p) + warp * 16 * FW_BK;          // its probabilities
-    float* Ow = (float*)(smem + lay.o) + (size_t)warp * 16 * dp;  // its 16 × dp output rows
+    float* Ow = (float*)(smem + lay.o) + (size_t)warp * 16 * dp;  // its 16 × dp outputs (spills)
     float* Lw = (float*)(smem + lay.l) + warp * 16;
 
     const int b = b0 + blockIdx.z, h = blockIdx.y;
@@ -205,16 +208,19 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
     const T* qb = q + ((int64_t)b * Lq + q0) * qs + (int64_t)h * dh;
     const T* kb = k + (int64_t)b * Lk * ks + (int64_t)h * dh;
     const T* vb = v + (int64_t)b * Lk * vs + (int64_t)h * dh;
-    float* Os = (float*)(smem + lay.o);
-    for (int i = tid; i < FW_BQ * dp; i += nt) Os[i] = 0.0f;
     ds_attn_load_tile(Qs, qb, qs, nr, FW_BQ, dh, dp, vec);
+
+    // O_w (16 × dp, fp32) in registers, unnormalized, relative to the row's reference max mr
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> oacc[ND];
+#pragma unroll
+    for (int n = 0; n < ND; n++) wmma::fill_fragment(oacc[n], 0.0f);
     // Softmax ownership: lane pair (2r, 2r+1) owns row r of the warp's 16, each lane one half of
-    // the key tile's columns; both lanes keep the row's m and l. Scores are kept in base 2
+    // the key tile's columns; both lanes keep the row's mr and l. Scores are kept in base 2
     // (s · scale · log2 e), so every exponential is one exp2f.
     const int row = lane >> 1, half = lane & 1;
     const int qi = q0 + warp * 16 + row;  // this lane's query row
     const float sl2 = scale * 1.4426950408889634f;
-    float m = -INFINITY, l = 0.0f;
+    float mr = -INFINITY, l = 0.0f;
 
     const int kend = causal ? min(Lk, q0 + nr) : Lk;
     for (int k0 = 0; k0 < kend; k0 += FW_BK) {
@@ -230,7 +236,8 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
             wmma::fragment<wmma::accumulator, 16, 16, 16, float> sacc[FW_BK / 16];
 #pragma unroll
             for (int n = 0; n < FW_BK / 16; n++) wmma::fill_fragment(sacc[n], 0.0f);
-            for (int kk = 0; kk < dp / 16; kk++) {
+#pragma unroll
+            for (int kk = 0; kk < ND; kk++) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
                 wmma::load_matrix_sync(fa, Qs + (size_t)warp * 16 * dp + kk * 16, dp);
 #pragma unroll
@@ -246,7 +253,13 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
                 wmma::store_matrix_sync(Sw + n * 16, sacc[n], FW_BK, wmma::mem_row_major);
         }
         __syncwarp();
-        // ---- online softmax of row `row`, columns [c0, c0 + 32), scores held in registers
+        // ---- softmax of row `row`, columns [c0, c0 + 32), scores held in registers.
+        // Lazy rescaling: p = exp2(s − mr) against the row's reference max mr, which moves only
+        // when the tile max exceeds it by more than rescale_th (p ≤ 2^rescale_th stays far inside
+        // fp16 / bf16 range; the final O / l is the same softmax). A moved reference needs
+        // O · exp2(mr_old − mr_new) for that row; as a fragment's element-to-lane layout is
+        // unspecified, the warp then rescales O through shared memory — rare after the first
+        // tiles, so O otherwise never leaves the registers.
         const int c0 = half * (FW_BK / 2);
         const float* sr = Sw + row * FW_BK + c0;
         float sv[FW_BK / 2];
@@ -258,49 +271,57 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
             mx = fmaxf(mx, sv[c]);
         }
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        const float m_new = fmaxf(m, mx);
-        const bool none = m_new == -INFINITY;  // no visible key yet (a padded or masked row)
+        float corr = 1.0f;
+        bool moved = false;
+        if (mx > mr + rescale_th || mr == -INFINITY) {  // the first visible keys set mr: l = O = 0
+            if (mr != -INFINITY) {
+                corr = exp2f(mr - mx);
+                moved = true;
+            }
+            mr = mx;
+        }
+        const bool none = mr == -INFINITY;  // no visible key yet (a padded or masked row)
         float sum = 0.0f;
         T* pr = Pw + row * FW_BK + c0;
 #pragma unroll
         for (int c = 0; c < FW_BK / 2; c++) {
-            const T p = ds_from_f32<T>(none ? 0.0f : exp2f(sv[c] - m_new));
+            const T p = ds_from_f32<T>(none ? 0.0f : exp2f(sv[c] - mr));
             pr[c] = p;
             sum += ds_to_f32(p);  // the rounded value: what P·V will use
         }
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        const float corr = none ? 1.0f : exp2f(m - m_new);
         l = l * corr + sum;
-        m = m_new;
-        // ---- O_w (16 × dp) = corr · O_w + P_w (16 × FW_BK) · V (FW_BK × dp), in column chunks of
-        // ≤ FW_BK: the product goes into S_w (free now: P is in P_w), then the lane pairs fold it
-        // into O_w row by row. O is never read-modified-written through a fragment, whose
-        // element-to-lane layout is unspecified, so the per-row rescale stays elementwise.
-        __syncwarp();  // every lane is done reading S_w and writing P_w
+        if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+            for (int n = 0; n < ND; n++)
+                wmma::store_matrix_sync(Ow + n * 16, oacc[n], dp, wmma::mem_row_major);
+            __syncwarp();
+            float* orow = Ow + (size_t)row * dp;
+            for (int d = half * (dp / 2); d < (half + 1) * (dp / 2); d++) orow[d] *= corr;
+            __syncwarp();
+#pragma unroll
+            for (int n = 0; n < ND; n++)
+                wmma::load_matrix_sync(oacc[n], Ow + n * 16, dp, wmma::mem_row_major);
+        }
+        __syncwarp();  // P_w is complete
+        // ---- O_w (16 × dp) += P_w (16 × FW_BK) · V (FW_BK × dp), accumulated in the fragments
         wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pa[FW_BK / 16];
 #pragma unroll
         for (int kk = 0; kk < FW_BK / 16; kk++) wmma::load_matrix_sync(pa[kk], Pw + kk * 16, FW_BK);
-        for (int d0 = 0; d0 < dp; d0 += FW_BK) {
-            const int w = min(FW_BK, dp - d0);
-            for (int n = 0; n < w / 16; n++) {
-                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-                wmma::fill_fragment(acc, 0.0f);
 #pragma unroll
-                for (int kk = 0; kk < FW_BK / 16; kk++) {
-                    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
-                    wmma::load_matrix_sync(fb, Vs + (size_t)kk * 16 * dp + d0 + n * 16, dp);
-                    wmma::mma_sync(acc, pa[kk], fb, acc);
-                }
-                wmma::store_matrix_sync(Sw + n * 16, acc, FW_BK, wmma::mem_row_major);
+        for (int n = 0; n < ND; n++) {
+#pragma unroll
+            for (int kk = 0; kk < FW_BK / 16; kk++) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
+                wmma::load_matrix_sync(fb, Vs + (size_t)kk * 16 * dp + n * 16, dp);
+                wmma::mma_sync(oacc[n], pa[kk], fb, oacc[n]);
             }
-            __syncwarp();
-            float* orow = Ow + (size_t)row * dp + d0;
-            const float* prow = Sw + row * FW_BK;
-            for (int d = half * (w / 2); d < (half + 1) * (w / 2); d++)
-                orow[d] = orow[d] * corr + prow[d];
-            __syncwarp();  // S_w is rewritten by the next chunk / tile
         }
+        __syncwarp();  // S_w and P_w are rewritten by the next tile
     }
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+        wmma::store_matrix_sync(Ow + n * 16, oacc[n], dp, wmma::mem_row_major);
     if (half == 0) Lw[row] = l;
     __syncwarp();
     const int64_t ldo = (int64_t)heads * dh;
@@ -313,18 +334,39 @@ __global__ void flash_wmma_kernel(const T* __restrict__ q,  // (B, Lq, ·) strid
     }
 }
 
-template <typename T> static void flash_wmma_launch(ds_backend* be, const ds_attn_args& a) {
-    const int dp = (a.dh + 15) / 16 * 16;
-    const fw_layout lay = fw_make_layout<T>(dp);
+// Lazy-rescaling threshold (log2 units): 8 keeps P ≤ 256. Test hook: 0 exercises the rescale.
+static float g_rescale_th = 8.0f;
+void ds_cuda_attention_set_rescale_threshold(float th) { g_rescale_th = th; }
+
+template <typename T, int ND> static void flash_wmma_launch_nd(ds_backend* be, const ds_attn_args& a) {
+    const fw_layout lay = fw_make_layout<T>(16 * ND);
     DS_ASSERT(lay.total <= ds_cuda_max_smem(be));
-    auto* kern = flash_wmma_kernel<T>;
+    auto* kern = flash_wmma_kernel<T, ND>;
     ds_attn_smem_optin(kern, lay.total);
     const int vec = ds_attn_vec_ok(a);  // 16-byte loads when every row start is aligned
     dim3 grid(ds_div_up(a.Lq, FW_BQ), a.heads, a.nb);
     ds_attn_path_launches[DS_ATTN_PATH_WMMA]++;
     DS_LAUNCH(kern, grid, 32 * FW_WARPS, lay.total, ds_cuda_stream(be), (const T*)a.q,
               (const T*)a.k, (const T*)a.v, (T*)a.out, a.qs, a.ks, a.vs, a.b0, a.Lq, a.Lk, a.heads,
-              a.dh, dp, a.scale, a.causal, vec, lay);
+              a.dh, a.scale, a.causal, vec, g_rescale_th, lay);
+}
+
+// One kernel instance per padded head size (dp = 16 … 160): the output fragments are a
+// fixed-size register array.
+template <typename T> static void flash_wmma_launch(ds_backend* be, const ds_attn_args& a) {
+    switch ((a.dh + 15) / 16) {
+    case 1: flash_wmma_launch_nd<T, 1>(be, a); break;
+    case 2: flash_wmma_launch_nd<T, 2>(be, a); break;
+    case 3: flash_wmma_launch_nd<T, 3>(be, a); break;
+    case 4: flash_wmma_launch_nd<T, 4>(be, a); break;
+    case 5: flash_wmma_launch_nd<T, 5>(be, a); break;
+    case 6: flash_wmma_launch_nd<T, 6>(be, a); break;
+    case 7: flash_wmma_launch_nd<T, 7>(be, a); break;
+    case 8: flash_wmma_launch_nd<T, 8>(be, a); break;
+    case 9: flash_wmma_launch_nd<T, 9>(be, a); break;
+    case 10: flash_wmma_launch_nd<T, 10>(be, a); break;
+    default: ds_cuda_fatal(__FILE__, __LINE__, "flash_wmma_launch", "head size above 160");
+    }
 }
 
 bool ds_attn_flash_wmma_ok(ds_act_dtype dt, int dh) {

@@ -37,6 +37,8 @@ extern "C" {
 // kernels/cuda/cuda_attention.cuh (C++ linkage): 0 automatic, 1 flash scalar, 2 flash WMMA,
 // 3 short-key kernel, 4 tile (host-probe) path
 void ds_cuda_attention_force_path(int path);
+// the flash WMMA kernel's lazy-rescaling threshold (log2 units, default 8)
+void ds_cuda_attention_set_rescale_threshold(float th);
 // launches per path since program start (cuda_attention.cuh: ds_attn_path)
 enum { P_CROSS, P_SCALAR, P_WMMA, P_TILE, P_CROSS_WMMA, P_N };
 extern long ds_attn_path_launches[P_N];
@@ -359,6 +361,17 @@ int main() {
             if (only && !strstr(cases[i].name, only)) continue;
             run_compare(cpu, cu, dts[t], cases[i], 1000 + 17 * i + t);
         }
+        // flash cases again with the WMMA kernel rescaling O whenever a row max grows (the default
+        // threshold rarely triggers the rescale on these inputs)
+        ds_cuda_attention_set_rescale_threshold(0.0f);
+        for (int i : {0, 1, 4, 8}) {
+            if (only && !strstr(cases[i].name, only)) continue;
+            attn_case c = cases[i];
+            std::string name = std::string(c.name) + " [rescale threshold 0]";
+            c.name = name.c_str();
+            run_compare(cpu, cu, dts[t], c, 9000 + 17 * i + t);
+        }
+        ds_cuda_attention_set_rescale_threshold(8.0f);
         // a few cases again with the threads of each block run last to first
         emu_set_reverse(true);
         for (int i : {1, 13, 17, 23}) {
