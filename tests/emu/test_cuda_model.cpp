@@ -1,8 +1,8 @@
-// test_cuda_model.cpp — the CLIP text encoder (host/clip_text.c) and the UNet (host/unet*.c) of
-// the tiny fixture models on the CUDA backend, run by the SIMT emulator, against the
+// test_cuda_model.cpp — the CLIP text encoder (host/clip_text.c), the UNet (host/unet*.c) and the
+// VAE of the tiny fixture models on the CUDA backend, run by the SIMT emulator, against the
 // transformers / diffusers references (tests/fixtures/sd{1,2}_tiny, references
-// tests/fixtures/sd{1,2}_ref.safetensors; the CPU versions are tests/test_clip_text.c and
-// tests/test_unet.c). Every op runs through kernels/cuda: embed_tokens, layer_norm, linear
+// tests/fixtures/sd{1,2}_ref.safetensors; the CPU versions are tests/test_clip_text.c,
+// tests/test_unet.c and tests/test_vae.c). Every op runs through kernels/cuda: embed_tokens, layer_norm, linear
 // (cuBLAS stand-in) with bias and residual, attention (cuda_attention*.cu: causal text
 // self-attention, flash self-attention, cross-attention), quick_gelu / gelu, timestep embedding,
 // conv2d (cuDNN stand-in: 3×3, stride-2 downsamplers, 1×1 shortcuts), group norm + SiLU, GEGLU,
@@ -11,16 +11,18 @@
 // Checked for activation types fp32, fp16 and bf16: text encoder — every hidden state reported
 // to an observer, the final output, clip_skip 1, batch 1 vs the batched row; UNet — every module
 // output the fixture holds (44 per model: resnets, transformers, samplers, FFN activations,
-// time embedding, conv_out) and the returned output.
+// time embedding, conv_out) and the returned output; VAE (host/vae.c) — encode and decode, 11
+// block outputs per model, the moments and the image.
 //
-// Metric as in test_clip_text.c: max |ours − ref| / max |ref| per tensor.
+// Metric as in test_clip_text.c: max |ours − ref| / max |ref| per tensor. Text encoder:
 //   fp32 1e-4: the CPU test's tolerance (fp32 in another summation order). Measured 1.2e-6.
 //   fp16 1e-2: every op's output is rounded to fp16 (2⁻¹¹ relative) and the residual stream and
 //              the layer norms carry those roundings through the layers; the weights are
 //              fp16-exact, so this is the activations' rounding only. Measured 2.2e-3.
 //   bf16 5e-2: the same with bf16's 2⁻⁸ (weights rounded from fp16 to bf16). Measured 2.4e-2.
 // UNet: fp32 1e-4 (test_unet.c's; measured 1.6e-6), fp16 1e-2 (measured 3.0e-3), bf16 1e-1
-// (measured 3.8e-2, see test_unet).
+// (measured 3.8e-2, see test_unet). VAE: fp32 1e-4, fp16 1e-2, bf16 5e-2 (measured 1.2e-6,
+// 1.5e-3, 1.4e-2).
 // Sensitivity (checked by mutation): quick_gelu with 1.6 instead of 1.702 gives 1–3e-2, caught in
 // fp32 and fp16; the bf16 run only catches gross mistakes (a wrong mask, head split, layer).
 #include <math.h>
@@ -38,6 +40,7 @@ extern "C" {
 #include "safetensors.h"
 #include "testutil.h"
 #include "unet.h"
+#include "vae.h"
 #include "weights.h"
 }
 
@@ -215,6 +218,7 @@ struct unet_cap {
     ds_act_dtype dt;
     double tol;
     int compared = 0;
+    bool vae = false;  // VAE node names: encoder.* → vae.enc.*, decoder.* → vae.dec.*
 };
 
 static void nchw_to_nhwc(const float* x, float* y, int64_t N, int64_t C, int64_t H, int64_t W) {
@@ -230,7 +234,12 @@ static int unet_wants(void*, const char*, ds_node_kind kind) {
 static int unet_observe(void* u, ds_node* nd) {
     unet_cap* c = (unet_cap*)u;
     std::string name;
-    if (nd->kind == DS_NODE_FFN_ACT) name = std::string("unet.") + nd->path + ".act";
+    if (c->vae) {
+        const char* p = nd->path;
+        if (!strncmp(p, "encoder.", 8)) name = std::string("vae.enc.") + (p + 8);
+        else if (!strncmp(p, "decoder.", 8)) name = std::string("vae.dec.") + (p + 8);
+        else return 0;
+    } else if (nd->kind == DS_NODE_FFN_ACT) name = std::string("unet.") + nd->path + ".act";
     else if (!strcmp(nd->path, "time_embedding")) name = "unet.time_emb";
     else if (!strcmp(nd->path, "conv_out")) name = "unet.out";
     else name = std::string("unet.") + nd->path;
@@ -346,6 +355,112 @@ static void test_unet(ds_act_dtype dt, const char* arch) {
     be->destroy(be);
 }
 
+// ---- the VAE ---------------------------------------------------------------------------------------
+// Encode the fixture image and decode the fixture latents: every block the fixture holds
+// (encoder down blocks and mid block with its attention, decoder conv_in / mid block / up
+// blocks), the moments and the image. Tolerances as for the text encoder.
+static float* ref_nhwc(const ds_st_file* ref, const char* name, int64_t s[4]) {
+    int64_t sh[DS_ST_MAX_DIMS];
+    float* r = tu_fixture_f32(ref, name, 4, sh);
+    if (!r) return NULL;
+    float* y = (float*)malloc(sizeof(float) * (size_t)(sh[0] * sh[1] * sh[2] * sh[3]));
+    nchw_to_nhwc(r, y, sh[0], sh[1], sh[2], sh[3]);
+    free(r);
+    s[0] = sh[0], s[1] = sh[2], s[2] = sh[3], s[3] = sh[1];  // NHWC shape
+    return y;
+}
+
+static void test_vae(ds_act_dtype dt, const char* arch) {
+    // measured: fp32 1.2e-6, fp16 1.5e-3, bf16 1.4e-2 (the ~30 ops of a tiny VAE)
+    const double tol = dt == DS_ACT_F32 ? 1e-4 : dt == DS_ACT_F16 ? 1e-2 : 5e-2;
+    const char* dn = dt == DS_ACT_F32 ? "fp32" : dt == DS_ACT_F16 ? "fp16" : "bf16";
+    char cfg_path[320], w_path[320], ref_path[320];
+    snprintf(cfg_path, sizeof cfg_path, "tests/fixtures/%s_tiny/vae/config.json", arch);
+    snprintf(w_path, sizeof w_path, "tests/fixtures/%s_tiny/vae/diffusion_pytorch_model.safetensors", arch);
+    snprintf(ref_path, sizeof ref_path, "tests/fixtures/%s_ref.safetensors", arch);
+    printf("%s VAE, CUDA backend %s\n", arch, dn);
+
+    ds_err e = {};
+    ds_cuda_options o = {0, dt};
+    ds_backend* be = ds_backend_cuda_create(&e, &o);
+    if (!be) {
+        printf("FAIL: ds_backend_cuda_create: %s\n", e.msg);
+        tu_failures++;
+        return;
+    }
+    char* json = NULL;
+    ds_vae_config cfg;
+    ds_weights* ws = NULL;
+    ds_st_file* ref = NULL;
+    ds_vae v;
+    if (ds_read_file(&e, cfg_path, &json, NULL) || ds_vae_config_from_json(&e, json, cfg_path, &cfg) ||
+        !(ws = ds_weights_create(be)) || ds_weights_add_file(ws, &e, w_path, "vae.") ||
+        ds_vae_bind(&v, &cfg, ws, "vae.", 1, &e) || ds_weights_materialize(ws, &e) ||
+        !(ref = tu_fixture_open(ref_path))) {
+        printf("FAIL: %s\n", e.msg);
+        tu_failures++;
+    } else {
+        int64_t si[4], sm[4], sz[4], so[4];
+        float* img = ref_nhwc(ref, "vae.enc.in", si);
+        float* mom_ref = ref_nhwc(ref, "vae.enc.moments", sm);
+        float* z = ref_nhwc(ref, "vae.dec.in", sz);
+        float* out_ref = ref_nhwc(ref, "vae.dec.out", so);
+        if (img && mom_ref && z && out_ref) {
+            ds_arena arena;
+            ds_arena_init(&arena, be, 0);
+            unet_cap cap;
+            cap.ref = ref;
+            cap.dt = dt;
+            cap.tol = tol;
+            cap.vae = true;
+            ds_observer obs = {unet_wants, unet_observe, &cap};
+            ds_run run = {};
+            run.be = be;
+            run.arena = &arena;
+            run.err = &e;
+            run.observer = &obs;
+            run.step = -1;
+            run.timestep = -1;
+            const int64_t ni = si[0] * si[1] * si[2] * si[3], nm = sm[0] * sm[1] * sm[2] * sm[3];
+            const int64_t nz = sz[0] * sz[1] * sz[2] * sz[3], no = so[0] * so[1] * so[2] * so[3];
+            ds_tensor x = {tu_be_upload(be, img, ni), 4, {si[0], si[1], si[2], si[3]}};
+            ds_tensor mom = {tu_be_poisoned(be, nm), 4, {sm[0], sm[1], sm[2], sm[3]}};
+            std::vector<float> host((size_t)(nm > no ? nm : no));
+            if (ds_vae_encode(&v, &run, &x, &mom)) {
+                printf("FAIL: encode: %s\n", e.msg);
+                tu_failures++;
+            } else {
+                be->download(be, host.data(), mom.data, nm);
+                check(dt, tol, "vae moments (vs vae.enc.moments)", host.data(), mom_ref, nm);
+            }
+            ds_tensor zt = {tu_be_upload(be, z, nz), 4, {sz[0], sz[1], sz[2], sz[3]}};
+            ds_tensor out = {tu_be_poisoned(be, no), 4, {so[0], so[1], so[2], so[3]}};
+            if (ds_vae_decode(&v, &run, &zt, &out)) {
+                printf("FAIL: decode: %s\n", e.msg);
+                tu_failures++;
+            } else {
+                be->download(be, host.data(), out.data, no);
+                check(dt, tol, "vae image (vs vae.dec.out)", host.data(), out_ref, no);
+            }
+            CHECKF(cap.compared >= 6, "%s: only %d VAE nodes compared", arch, cap.compared);
+            if (tu_verbose) printf("  %d VAE nodes compared\n", cap.compared);
+            ds_arena_release(&arena);
+            be->free(be, x.data);
+            be->free(be, mom.data);
+            be->free(be, zt.data);
+            be->free(be, out.data);
+        }
+        free(img);
+        free(mom_ref);
+        free(z);
+        free(out_ref);
+    }
+    free(json);
+    if (ws) ds_weights_free(ws);
+    if (ref) ds_st_close(ref);
+    be->destroy(be);
+}
+
 int main() {
     if (getenv("DS_TEST_VERBOSE")) tu_verbose = 1;
     const ds_act_dtype types[] = {DS_ACT_F32, DS_ACT_F16, DS_ACT_BF16};
@@ -354,6 +469,8 @@ int main() {
         test_model(dt, "sd2");
         test_unet(dt, "sd1");
         test_unet(dt, "sd2");
+        test_vae(dt, "sd1");
+        test_vae(dt, "sd2");
     }
     printf("worst max|d|/max|ref|: fp32 %.2e, fp16 %.2e, bf16 %.2e\n", g_worst[DS_ACT_F32],
            g_worst[DS_ACT_F16], g_worst[DS_ACT_BF16]);
