@@ -331,6 +331,7 @@ int main() {
         {"capture per-head mask 0xB5 [1,2) w0.37", 2, 100, 77, 8, 40, 0, 0, 0, 1, 1, 0xB5, 0.37f, 1, 2, 1, 0, 0, -1},
         {"capture head-sum mask 0x5A [1,2) w2.5 x2 calls", 2, 100, 77, 8, 40, 0, 0, 0, 1, 0, 0x5A, 2.5f, 1, 2, 2, 0, 0, -1},
         {"capture causal 77x77 per-head", 1, 77, 77, 4, 16, 1, 0, 0, 1, 1, ALL, 0.5f, 0, 1, 1, 0, 0, -1},
+        {"capture 2-chunk context Lk=154 head-sum [1,2)", 2, 70, 154, 4, 40, 0, 0, 0, 1, 0, ALL, 1.0f, 1, 2, 1, 0, 0, -1},
         // ---- capture with long keys (cross kernel when K, V fit; tile path forced)
         {"capture self 150x150 head-sum [1,2)", 2, 150, 150, 2, 40, 0, 0, 0, 1, 0, ALL, 0.8f, 1, 2, 1, 0, 0, -1},
         {"capture self 150x150 per-head tile path", 2, 150, 150, 2, 40, 0, 0, 4, 1, 1, 0x2, 1.5f, 0, 2, 1, 0, 0, -1},
@@ -374,7 +375,7 @@ int main() {
         ds_cuda_attention_set_rescale_threshold(8.0f);
         // a few cases again with the threads of each block run last to first
         emu_set_reverse(true);
-        for (int i : {1, 13, 17, 23}) {
+        for (int i : {1, 13, 17, 24}) {
             if (only && !strstr(cases[i].name, only)) continue;
             run_compare(cpu, cu, dts[t], cases[i], 5000 + 17 * i + t);
         }
