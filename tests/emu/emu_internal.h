@@ -43,6 +43,8 @@ cudaError_t emu_stream_do(cudaStream_t s, std::function<void()> op);
 // variables, also in template instantiations. Empty when the program has no symbol table.
 const std::vector<std::pair<void*, size_t>>& emu_kernel_statics(const void* fn);
 size_t emu_kernel_static_smem(const void* fn);  // their total size
+// The kernel's demangled name without parameters, or `fallback` (DS_LAUNCH's text).
+const char* emu_kernel_name(const void* fn, const char* fallback);
 
 // ---- launches (emu_runtime.cpp) ----------------------------------------------------------------
 size_t emu_func_max_dyn_smem(const void* fn);  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize)

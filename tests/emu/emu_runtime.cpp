@@ -22,7 +22,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
+#include <ctime>
 #include <map>
+#include <string>
 #include <memory>
 #include <mutex>
 #include <signal.h>
@@ -602,6 +605,31 @@ struct SharedPoison {
 
 std::map<const void*, size_t> g_func_smem;
 
+// EMU_PROFILE=1: CPU time per kernel (by DS_LAUNCH name), printed at exit, the costliest first:
+// which kernels make an emulated test slow.
+struct ProfileEntry {
+    unsigned long long launches = 0, blocks = 0, threads = 0;
+    double seconds = 0;
+};
+std::map<std::string, ProfileEntry> g_profile_data;
+const bool g_profile = env_flag("EMU_PROFILE");
+
+double cpu_seconds() {
+    timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+void print_profile() {
+    std::vector<std::pair<std::string, ProfileEntry>> v(g_profile_data.begin(), g_profile_data.end());
+    std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+    fprintf(stderr, "emu profile: %9s %10s %13s %9s  %s\n", "launches", "blocks", "threads", "CPU s", "kernel");
+    for (auto& kv : v)
+        fprintf(stderr, "emu profile: %9llu %10llu %13llu %9.3f  %s\n", kv.second.launches,
+                kv.second.blocks, kv.second.threads, kv.second.seconds, kv.first.c_str());
+}
+const int g_profile_registered = g_profile ? atexit(print_profile) : 0;
+
 void deadlock_report() {
     fprintf(stderr, "emu: deadlock in kernel %s, block (%u,%u,%u) of grid (%u,%u,%u), %u threads per block:\n",
             g_kernel, emu_block_idx.x, emu_block_idx.y, emu_block_idx.z, emu_grid_dim.x, emu_grid_dim.y,
@@ -691,6 +719,7 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t dy
     g_shared.start_launch();
     const std::vector<std::pair<void*, size_t>>& statics = emu_kernel_statics(fn);
     g_stats.launches++;
+    const double t0 = g_profile ? cpu_seconds() : 0;
     for (unsigned bz = 0; bz < grid.z; bz++)
         for (unsigned by = 0; by < grid.y; by++)
             for (unsigned bx = 0; bx < grid.x; bx++) {
@@ -720,6 +749,13 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t dy
                 g_stats.blocks++;
                 g_stats.threads += n;
             }
+    if (g_profile) {
+        ProfileEntry& e = g_profile_data[name];
+        e.launches++;
+        e.blocks += (unsigned long long)grid.x * grid.y * grid.z;
+        e.threads += (unsigned long long)grid.x * grid.y * grid.z * n;
+        e.seconds += cpu_seconds() - t0;
+    }
     g_kernel = nullptr;
     g_body = nullptr;
 }
@@ -737,8 +773,9 @@ void emu_func_set_max_dyn_smem(const void* fn, size_t bytes) {
 }
 
 // ---- launch ------------------------------------------------------------------------------------
-void emu_launch_erased(const char* name, const void* fn, dim3 grid, dim3 block, size_t dyn_smem,
+void emu_launch_erased(const char* launch_text, const void* fn, dim3 grid, dim3 block, size_t dyn_smem,
                        cudaStream_t stream, std::function<void()> body) {
+    const char* name = emu_kernel_name(fn, launch_text);
     char why[200] = "";
     cudaError_t err = cudaSuccess;
     unsigned long long nthreads = (unsigned long long)block.x * block.y * block.z;

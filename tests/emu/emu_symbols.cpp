@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cxxabi.h>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -122,4 +123,33 @@ size_t emu_kernel_static_smem(const void* fn) {
     size_t n = 0;
     for (auto& v : emu_kernel_statics(fn)) n += v.second;
     return n;
+}
+
+// The kernel's demangled name without its parameter list ("ns::kern<float>"), for messages and the
+// profile: DS_LAUNCH only knows the expression it was given (often a local `k`). Falls back to
+// `fallback` without a symbol table. The strings live as long as the program.
+const char* emu_kernel_name(const void* fn, const char* fallback) {
+    std::lock_guard<std::mutex> lock(g_mu);
+    static std::map<const void*, std::string> names;
+    auto it = names.find(fn);
+    if (it != names.end()) return it->second.empty() ? fallback : it->second.c_str();
+    if (!g_idx.loaded) load(g_idx);
+    std::string& out = names[fn];
+    auto f = g_idx.funcs.find((uintptr_t)fn);
+    if (f == g_idx.funcs.end()) return fallback;
+    int status = 0;
+    char* d = abi::__cxa_demangle(f->second.c_str(), nullptr, nullptr, &status);
+    if (status != 0 || !d) return fallback;
+    std::string full = d;
+    free(d);
+    if (!full.empty() && full.back() == ')') {  // strip "(params)" from the matching parenthesis
+        int depth = 0;
+        for (size_t i = full.size(); i-- > 0;) {
+            if (full[i] == ')') depth++;
+            else if (full[i] == '(' && --depth == 0) { full.resize(i); break; }
+        }
+    }
+    if (full.compare(0, 5, "void ") == 0) full.erase(0, 5);  // template functions carry their return type
+    out = full;
+    return out.empty() ? fallback : out.c_str();
 }
