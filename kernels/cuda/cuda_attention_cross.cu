@@ -2,10 +2,11 @@
 // CLIP text encoder's causal 77 × 77 self-attention) and the in-kernel heatmap capture.
 //
 // One block = a tile of TQ query rows × all Lk keys of one head (or of every head in turn, see
-// below). K and V of the head sit in shared memory as fp32, so a block computes exact softmax
-// rows with no online rescaling, and the normalized probabilities P (TQ × Lk, shared memory) are
-// at hand before they multiply V: the capture is a handful of adds per probability, in the same
-// pass, without a probability tensor in global memory.
+// below). K and V of the head sit in shared memory (fp32 in the scalar kernel, the input type in
+// the WMMA one), so a block computes exact softmax rows with no online rescaling, and the
+// normalized probabilities P (TQ × Lk, shared memory) are at hand before they multiply V: the
+// capture is a handful of adds per probability, in the same pass, without a probability tensor in
+// global memory.
 //
 // Phases per head (each separated by __syncthreads):
 //   1. stage K, V (Lk × dh) and the Q tile (TQ × dh) as fp32; K rows padded to dh + 1 floats so
