@@ -21,7 +21,6 @@
 
 #include "emu_internal.h"
 
-void emu_install_fault_handler();  // emu_runtime.cpp
 
 // ---- errors ------------------------------------------------------------------------------------
 namespace {

@@ -27,6 +27,13 @@ EmuConfig& emu_config();
 // ---- errors ------------------------------------------------------------------------------------
 void emu_set_error(cudaError_t e);  // the "last error" cudaGetLastError returns (and clears)
 
+// ---- failure reports (emu_report.cpp; the state they read lives in emu_runtime.cpp) -------------
+void emu_install_fault_handler();  // SIGSEGV/SIGBUS/SIGABRT handlers + this thread's alternate stack
+void emu_where(char* buf, size_t n);  // "kernel K, block (x,y,z), thread (x,y,z)" or "outside any kernel"
+bool emu_in_kernel();
+// addr (the fault) or sp (the stack pointer then) shows a fiber's stack overflow; *stack_bytes: its size
+bool emu_is_stack_overflow(const char* addr, const char* sp, size_t* stack_bytes);
+
 // ---- memory (emu_api.cpp) ----------------------------------------------------------------------
 // When addr lies in the guard page after a cudaMalloc allocation, or inside one, describe it in
 // buf (for the SIGSEGV report). Lock-free best effort: called from a signal handler.

@@ -187,113 +187,30 @@ void emu_set_launch_errors_fatal(bool on) { emu_config().launch_errors_fatal = o
 void emu_set_shuffle(unsigned long long seed) { emu_config().shuffle_seed = seed; }
 emu_stats_t emu_stats() { return g_stats; }
 
-// ---- failure reports ---------------------------------------------------------------------------
-namespace {
-// "kernel K, block (x,y,z), thread (x,y,z)" for the running fiber, or "" outside a launch.
-void where(char* buf, size_t n) {
+// ---- for the failure reports (emu_report.cpp) ----------------------------------------------------
+void emu_where(char* buf, size_t n) {
     if (!g_kernel) { snprintf(buf, n, "outside any kernel"); return; }
     int k = snprintf(buf, n, "kernel %s, block (%u,%u,%u)", g_kernel, emu_block_idx.x, emu_block_idx.y,
                      emu_block_idx.z);
     if (emu_cur && k > 0 && (size_t)k < n)
         snprintf(buf + k, n - k, ", thread (%u,%u,%u)", emu_cur->tid.x, emu_cur->tid.y, emu_cur->tid.z);
 }
-}  // namespace
-
-namespace { volatile sig_atomic_t g_failing = 0; }
-
-void emu_fail(const char* fmt, ...) {
-    g_failing = 1;
-    char w[256];
-    where(w, sizeof w);
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "emu: ");
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nemu: at %s\n", w);
-    fflush(stderr);
-    abort();
-}
-
-// ---- SIGSEGV / SIGBUS: name the kernel, block and thread, and what the address is --------------
-namespace {
-
-void fault_handler(int sig, siginfo_t* si, void* uc) {
-    char msg[768], w[256], what[256] = "";
-    where(w, sizeof w);
-    const char* addr = (const char*)si->si_addr;
-    // a fault in (or just below) the running fiber's guard page, or with the stack pointer below
-    // the fiber's stack, is a stack overflow
+bool emu_in_kernel() { return g_kernel != nullptr; }
+bool emu_is_stack_overflow(const char* addr, const char* sp, size_t* stack_bytes) {
     Fiber* self = (Fiber*)emu_cur;
-    const char* sp = nullptr;
-#if defined(__x86_64__)
-    sp = (const char*)((ucontext_t*)uc)->uc_mcontext.gregs[REG_RSP];
-#elif defined(__aarch64__)
-    sp = (const char*)((ucontext_t*)uc)->uc_mcontext.sp;
-#endif
     if (self && ((sp && sp < self->stack_lo && sp > self->stack_lo - (1 << 24)) ||
-                 (addr < self->stack_lo && addr >= self->stack_lo - 4096)))
-        snprintf(what, sizeof what, "stack overflow of a CUDA thread (stacks are %zu KiB: set EMU_STACK_KB)",
-                 self->stack_size / 1024);
-    else if (!emu_mem_describe_fault(addr, what, sizeof what)) {
-        for (Fiber* f : g_fibers)
-            if (addr >= f->stack_lo - 4096 && addr < f->stack_lo) {
-                snprintf(what, sizeof what, "stack overflow of a CUDA thread (stacks are %zu KiB: set EMU_STACK_KB)",
-                         f->stack_size / 1024);
-                break;
-            }
+                 (addr < self->stack_lo && addr >= self->stack_lo - 4096))) {
+        *stack_bytes = self->stack_size;
+        return true;
     }
-    int n = snprintf(msg, sizeof msg, "emu: %s at address %p%s%s\nemu: at %s\n",
-                     sig == SIGSEGV ? "segmentation fault" : "bus error", si->si_addr, *what ? ": " : "", what, w);
-    if (n > 0) { ssize_t r = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg); (void)r; }
-    g_failing = 1;
-    signal(SIGABRT, SIG_DFL);
-    abort();
+    for (Fiber* f : g_fibers)
+        if (addr >= f->stack_lo - 4096 && addr < f->stack_lo) {
+            *stack_bytes = f->stack_size;
+            return true;
+        }
+    return false;
 }
 
-// An abort inside a kernel that is not ours (a failed assert(), std::terminate): say where.
-void abort_handler(int) {
-    if (!g_failing && g_kernel) {
-        char msg[512], w[256];
-        where(w, sizeof w);
-        int n = snprintf(msg, sizeof msg, "emu: abort at %s\n", w);
-        if (n > 0) { ssize_t r = write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg); (void)r; }
-    }
-    signal(SIGABRT, SIG_DFL);
-    raise(SIGABRT);
-}
-
-// The handler needs an alternate stack (a fiber's stack overflow leaves none), one per OS thread.
-void install_fault_handler() {
-    static thread_local bool have_altstack = false;
-    if (!have_altstack) {
-        stack_t ss;
-        ss.ss_size = 64 * 1024;
-        ss.ss_sp = mmap(nullptr, ss.ss_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        ss.ss_flags = 0;
-        if (ss.ss_sp != MAP_FAILED && sigaltstack(&ss, nullptr) == 0) have_altstack = true;
-    }
-    static bool installed = false;
-    if (!installed) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_sigaction = fault_handler;
-        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGSEGV, &sa, nullptr);
-        sigaction(SIGBUS, &sa, nullptr);
-        struct sigaction ab;
-        memset(&ab, 0, sizeof ab);
-        ab.sa_handler = abort_handler;
-        ab.sa_flags = SA_ONSTACK | SA_RESETHAND;
-        sigemptyset(&ab.sa_mask);
-        sigaction(SIGABRT, &ab, nullptr);
-        installed = true;
-    }
-}
-}  // namespace
-
-void emu_install_fault_handler() { install_fault_handler(); }
 
 // ---- fibers ------------------------------------------------------------------------------------
 namespace {
@@ -701,7 +618,7 @@ void run_grid(const char* name, const void* fn, dim3 grid, dim3 block, size_t dy
               const std::function<void()>& body) {
     std::lock_guard<std::recursive_mutex> lock(g_launch_mu);
     if (g_kernel) emu_fail("kernel %s launched from inside kernel %s (no dynamic parallelism)", name, g_kernel);
-    install_fault_handler();
+    emu_install_fault_handler();
     const unsigned n = block.x * block.y * block.z;
     ensure_fibers(n);
     if (!g_dyn_smem) {
