@@ -85,6 +85,15 @@ const Alloc* find_or_die(ds_backend* be, const float* h, const char* who) {
 }
 
 // ---- conversion between fp32 (host side of upload / download) and the storage types --------
+// The allocation holding [h, h + n), or abort (a transfer past an allocation's end would write
+// someone else's device memory).
+const Alloc* find_range(ds_backend* be, const float* h, int64_t n, const char* who) {
+    const Alloc* a = find_or_die(be, h, who);
+    if ((int64_t)(((uintptr_t)h - a->base) / sizeof(float)) + n > a->n)
+        ds_cuda_fatal(__FILE__, __LINE__, who, "range runs past the end of its allocation");
+    return a;
+}
+
 template <typename Tin, typename Tout>
 __global__ void convert_kernel(const Tin* __restrict__ x,  // (n)
                                Tout* __restrict__ y,       // (n)
@@ -97,11 +106,8 @@ __global__ void convert_kernel(const Tin* __restrict__ x,  // (n)
 template <typename Tin, typename Tout>
 void convert(ds_backend* be, const void* x, void* y, int64_t n) {
     if (n <= 0) return;
-    unsigned grid = ds_div_up(n, 256);
-    unsigned cap = (unsigned)std::max(1, ds_cuda_sm_count(be)) * 8;  // grid-stride beyond that
-    if (grid > cap) grid = cap;
     auto* k = convert_kernel<Tin, Tout>;
-    DS_LAUNCH(k, grid, 256, 0, ds_cuda_stream(be), (const Tin*)x, (Tout*)y, n);
+    DS_LAUNCH(k, ds_cuda_grid(be, n, 256), 256, 0, ds_cuda_stream(be), (const Tin*)x, (Tout*)y, n);
 }
 
 // y (type to) = x (type from), device to device
@@ -123,7 +129,7 @@ float* alloc_typed(ds_backend* be, int64_t n, ds_act_dtype dt) {
     if (bytes > c->total_mem) return nullptr;  // can never fit (and cudaMalloc may be slow to say so)
     cudaError_t err = cudaMalloc(&dev, bytes);
     if (err != cudaSuccess) {
-        (void)cudaGetLastError();  // clear the sticky-free error so later checks do not see it
+        (void)cudaGetLastError();  // clear the error so a later DS_CUDA_CHECK does not report it
         return nullptr;
     }
     Alloc a{(uintptr_t)(c->va + c->va_next), n, dt, dev};
@@ -153,7 +159,7 @@ void cuda_free(ds_backend* be, float* p) {
 
 void cuda_upload(ds_backend* be, float* dst, const float* src_host, int64_t n) {
     if (n <= 0) return;
-    const Alloc* a = find_or_die(be, dst, "upload");
+    const Alloc* a = find_range(be, dst, n, "upload");
     cudaStream_t s = ds_cuda_stream(be);
     char* d = (char*)ds_cuda_dev(be, dst);
     if (a->dtype == DS_ACT_F32) {
@@ -173,7 +179,7 @@ void cuda_upload(ds_backend* be, float* dst, const float* src_host, int64_t n) {
 
 void cuda_download(ds_backend* be, float* dst_host, const float* src, int64_t n) {
     if (n <= 0) return;
-    const Alloc* a = find_or_die(be, src, "download");
+    const Alloc* a = find_range(be, src, n, "download");
     cudaStream_t s = ds_cuda_stream(be);
     const char* d = (const char*)ds_cuda_dev(be, src);
     if (a->dtype == DS_ACT_F32) {
@@ -194,7 +200,8 @@ void cuda_download(ds_backend* be, float* dst_host, const float* src, int64_t n)
 
 void cuda_copy(ds_backend* be, float* dst, const float* src, int64_t n) {
     if (n <= 0 || dst == src) return;
-    ds_act_dtype td = ds_cuda_dtype_of(be, dst), ts = ds_cuda_dtype_of(be, src);
+    const ds_act_dtype td = find_range(be, dst, n, "copy")->dtype;
+    const ds_act_dtype ts = find_range(be, src, n, "copy")->dtype;
     void* d = ds_cuda_dev(be, dst);
     const void* s = ds_cuda_dev(be, src);
     if (td == ts)  // same element type: a plain copy (overlap within one allocation is allowed)
