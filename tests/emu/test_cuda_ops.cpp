@@ -415,6 +415,56 @@ static void test_embed() {
     check("embed_tokens", y);
 }
 
+// ---- SD-sized shapes: grids capped at 16 blocks per SM, so every grid-stride loop (packed and
+// scalar) runs several rounds, group norm uses hundreds of slices. Over millions of elements a
+// few wrong ones barely move the NMSE, so these are also checked elementwise: max_rel (relative
+// to max(|ref|, rms(ref)), testutil.h) ≤ 2 half-ulps of the storage type (one rounding of the
+// result, plus fp32 noise): fp16 2·2⁻¹¹ ≈ 1e-3, bf16 2·2⁻⁸ ≈ 8e-3, fp32 1e-5.
+static void check_large(const std::string& what, const buf& b) {
+    check(what, b);
+    std::vector<float> got((size_t)b.n), ref((size_t)b.n);
+    gpu->download(gpu, got.data(), b.g, b.n);
+    cpu->download(cpu, ref.data(), b.c, b.n);
+    const double t = cur == DS_ACT_F16 ? 1e-3 : cur == DS_ACT_BF16 ? 8e-3 : 1e-5;
+    tu_check_rel((std::string(dtype_name(cur)) + " " + what + " (elementwise)").c_str(), got.data(),
+                 ref.data(), b.n, t);
+}
+
+static void test_large() {
+    {
+        const int64_t n = ((int64_t)5 << 20) + 3;  // > 16·132·256 packs of 8: several rounds
+        buf x = input(n, 0.0f, 3.0f), y = output(n);
+        gpu->act(gpu, DS_ACT_SILU, x.g, y.g, n);
+        cpu->act(cpu, DS_ACT_SILU, x.c, y.c, n);
+        check_large("large act silu n=5Mi+3", y);
+        gpu->add(gpu, x.g, y.g, y.g, n);
+        cpu->add(cpu, x.c, y.c, y.c, n);
+        check_large("large add n=5Mi+3", y);
+    }
+    {
+        const int64_t rows = 2048, F = 2560;  // SD's FFN at 1280 channels: F = 5120
+        buf x = input(rows * 2 * F), y = output(rows * F);
+        gpu->geglu(gpu, x.g, y.g, rows, F);
+        cpu->geglu(cpu, x.c, y.c, rows, F);
+        check_large("large geglu 2048x2560", y);
+    }
+    {
+        const int64_t N = 2, S = 4096, C = 320;  // SD's first level at 512 px, CFG batch
+        buf x = input(N * S * C, 0.5f, 2.0f), g = input(C, 1.0f, 0.2f), b = input(C), y = output(N * S * C);
+        gpu->group_norm(gpu, x.g, g.g, b.g, y.g, N, S, C, 32, 1e-5f, 1);
+        cpu->group_norm(cpu, x.c, g.c, b.c, y.c, N, S, C, 32, 1e-5f, 1);
+        check_large("large group_norm 2x4096x320 G32 silu", y);
+        buf z = output(N * S * C);
+        gpu->layer_norm(gpu, x.g, g.g, b.g, z.g, N * S, C, 1e-5f);
+        cpu->layer_norm(cpu, x.c, g.c, b.c, z.c, N * S, C, 1e-5f);
+        check_large("large layer_norm 8192x320", z);
+        buf v = input(N * C), w = output(N * S * C);
+        gpu->add_channel_bias(gpu, x.g, v.g, w.g, N, S, C);
+        cpu->add_channel_bias(cpu, x.c, v.c, w.c, N, S, C);
+        check_large("large add_channel_bias 2x4096x320", w);
+    }
+}
+
 // ---- memory: round trips, copies, handle arithmetic, failures ------------------------------------
 static void test_memory() {
     const double q = cur == DS_ACT_F16 ? 1.0 / 2048 : cur == DS_ACT_BF16 ? 1.0 / 256 : 0.0;
@@ -535,6 +585,8 @@ int main() {
         test_layout();
         free_all();
         test_embed();
+        free_all();
+        test_large();
         free_all();
         gpu->destroy(gpu);
         gpu = nullptr;
