@@ -30,7 +30,9 @@
 // and NULL affine, column_stats accumulating over two calls, upload / download round trips
 // (also across the conversion chunk size), handle arithmetic (p + k) into the middle of an
 // allocation, a huge alloc returning NULL (and the backend still working after it), creation
-// errors. EMU_STRICT=1 / EMU_REVERSE=1 (read by the emulator) give the strict and reversed runs.
+// errors, and SD-sized shapes (every grid-stride loop runs several rounds; also checked
+// elementwise). EMU_STRICT=1 / EMU_REVERSE=1 (read by the emulator) give the strict and reversed
+// runs.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
