@@ -123,6 +123,7 @@ ds_status ds_model_load(ds_context* ctx, const char* path, ds_model** out) {
         m->single_file = mf.source == DS_SOURCE_SINGLE_FILE;
         snprintf(m->weight_dtype, sizeof m->weight_dtype, "%s", mf.weight_dtype ? mf.weight_dtype : "?");
         m->pad_id = mf.pad_id;
+        m->default_guidance = mf.guidance_scale > 0 ? mf.guidance_scale : 7.5f;
         rc = build_configs(m, e, &mf);
     }
     // SD2's tokenizer pads with "!" (id 0) and then treats every "!" as that special token
@@ -159,6 +160,7 @@ ds_status ds_model_get_info(ds_context* ctx, const ds_model* m, ds_model_info* o
     out->source_format = m->single_file ? "single-file" : "diffusers";
     out->weight_dtype = m->weight_dtype;
     out->device = m->be->name;
+    out->default_guidance = m->default_guidance;
     out->precision = m->precision;
     out->params_text_encoder = ds_weights_count_params(m->ws, "text_encoder.");
     out->params_unet = ds_weights_count_params(m->ws, "unet.");

@@ -410,11 +410,17 @@ static int open_diffusers(ds_err* e, const char* path, ds_weights* ws, ds_model_
         int rc = read_json(e, mi, &root, &mf->model_index_json);
         if (rc) { free(mi); return rc; }
         const char* cls = json_str(root, "_class_name");
+        // our own recommendation key; diffusers ignores "_"-prefixed keys of model_index.json
+        const cJSON* gs = cJSON_GetObjectItemCaseSensitive(root, "_diffscope_guidance_scale");
+        if (gs && (!cJSON_IsNumber(gs) || !(gs->valuedouble >= 0 && gs->valuedouble <= 100)))
+            rc = ds_errf(e, DS_ERR_FORMAT, "%s: _diffscope_guidance_scale: expected a number in 0..100", mi);
+        else if (gs)
+            mf->guidance_scale = (float)gs->valuedouble;
         int xl = (cls && strstr(cls, "XL")) || cJSON_GetObjectItemCaseSensitive(root, "text_encoder_2");
         if (!xl && !cJSON_GetObjectItemCaseSensitive(root, "unet") && cJSON_GetObjectItemCaseSensitive(root, "transformer"))
             rc = ds_errf(e, DS_ERR_UNSUPPORTED, "%s: a transformer-based pipeline (%s); diffscope loads SD1.x/SD2.x UNet models",
                          mi, cls ? cls : "?");
-        else if (xl)
+        else if (xl && !rc)
             rc = ds_errf(e, DS_ERR_UNSUPPORTED, "%s: an SDXL pipeline (%s); diffscope loads SD1.x and SD2.x only",
                          mi, cls ? cls : "text_encoder_2");
         cJSON_Delete(root);
@@ -543,6 +549,14 @@ static int read_overrides(ds_err* e, const ds_st_file* f, ds_model_files* mf) {
         if ((v = ds_st_meta(f, ints[i].key)) && (!parse_pos_int(v, (int*)((char*)mf + ints[i].off)) || strchr(v, ',')))
             return ds_errf(e, DS_ERR_FORMAT, "%s: __metadata__ %s = '%s': expected a positive integer", f->path,
                            ints[i].key, v);
+    if ((v = ds_st_meta(f, "diffscope.guidance_scale"))) {
+        char* end = NULL;
+        double g = strtod(v, &end);
+        if (end == v || *end || !(g >= 0 && g <= 100))
+            return ds_errf(e, DS_ERR_FORMAT, "%s: __metadata__ diffscope.guidance_scale = '%s': expected a number in 0..100",
+                           f->path, v);
+        mf->guidance_scale = (float)g;
+    }
     const char* pred_key = "diffscope.prediction_type";
     v = ds_st_meta(f, pred_key);
     if (!v) {  // Stability's model-spec metadata, when present

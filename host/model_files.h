@@ -50,6 +50,8 @@ typedef struct ds_model_files {
 
     // Tokenizer padding: SD1 pads with <|endoftext|> (49407), SD2 with "!" (id 0).
     int pad_id;
+    float guidance_scale;     // the model's recommended CFG scale (model_index.json
+                              // "_diffscope_guidance_scale" / metadata diffscope.guidance_scale); 0 = none
     char pad_token[64];
     char pad_source[512];     // the file the pad token came from, or "default"
 

@@ -679,7 +679,7 @@ int cmd_heatmap(int argc, char** argv) {
     int steps = 20, width = 0, height = 0, quiet = 0, clip_skip = 0, start_step = -1, inversion = 0,
         per_timestep = 0, per_head = 0, no_per_layer = 0, normalize = 0, absolute = 0, low_memory = 0,
         token_maps = 0;
-    float guidance = 7.5f, strength = 0.8f, tau = DS_HEATMAP_TAU, alpha = DS_OVERLAY_ALPHA, timestep = -1;
+    float guidance = -1.0f, strength = 0.8f, tau = DS_HEATMAP_TAU, alpha = DS_OVERLAY_ALPHA, timestep = -1;
     uint64_t seed = 0;
     const arg_spec specs[] = {
         {"model", ARG_STR, &model, "PATH", "diffusers folder or single-file .safetensors (default: the embedded model)", 1, 0, 0},
@@ -703,7 +703,7 @@ int cmd_heatmap(int argc, char** argv) {
         {"alpha", ARG_FLOAT, &alpha, "F", "overlay opacity, 0.01..1 (default 0.5)", 0.01, 1, 0},
         {"negative", ARG_STR, &negative, "TEXT", "negative prompt (default empty)", 1, 0, 0},
         {"steps", ARG_INT, &steps, "N", "denoising steps, 1..1000 (default 20)", 1, 1000, 0},
-        {"guidance", ARG_FLOAT, &guidance, "F", "classifier-free guidance scale, 0..100; <= 1 disables CFG (default 7.5)", 0, 100, 0},
+        {"guidance", ARG_FLOAT, &guidance, "F", "classifier-free guidance scale, 0..100; <= 1 disables CFG (default: the model's recommendation; 7.5 for SD, 2 for the embedded model)", 0, 100, 0},
         {"seed", ARG_U64, &seed, "N", "seed, same latents as torch.Generator('cpu').manual_seed(N) (default 0)", 1, 0, 0},
         {"sampler", ARG_STR, &sampler_s, "NAME", "default|ddim|euler|euler_a|dpmpp_2m|pndm (default: the model's scheduler)", 1, 0, 0},
         {"width", ARG_INT, &width, "W", "image width in pixels (default: the model's native size)", 8, 16384, 0},
@@ -821,6 +821,7 @@ int cmd_heatmap(int argc, char** argv) {
     ds_model* m = NULL;
     rc = cli_load_model(ctx, model, quiet, &m);
     if (rc) { ds_context_free(ctx); goto cleanup_early; }
+    guidance = cli_guidance(m, guidance);
     hm_ctx H = {.ctx = ctx, .m = m, .ri = &ri, .quiet = quiet, .tau = tau, .alpha = alpha,
                 .map_size_image = !strcmp(map_size, "image")};
     H.load_s = now_s() - tl;

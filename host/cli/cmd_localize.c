@@ -860,7 +860,7 @@ int cmd_localize(int argc, char** argv) {
                *neutral = NULL, *negative = "", *parts_s = "all", *sampler = "default", *rank_by = "auto",
                *detector = "none", *out = NULL, *head_layers = NULL;
     int per_side = 10, steps = 20, width = 0, height = 0, tau = 0, window = 3, tw = 0, head_prompts = 2, quiet = 0;
-    float guidance = 7.5f, ratio = -1.0f, union_min = 0.0f;
+    float guidance = -1.0f, ratio = -1.0f, union_min = 0.0f;
     uint64_t seed = 0;
     const arg_spec specs[] = {
         {"model", ARG_STR, &model, "PATH", "diffusers folder or single-file .safetensors (default: the embedded model)", 1, 0, 0},
@@ -873,7 +873,7 @@ int cmd_localize(int argc, char** argv) {
         {"prompts-per-side", ARG_INT, &per_side, "N", "template prompts per side, 1..20 (default 10)", 1, DS_LOC_MAX_TEMPLATES, 0},
         {"parts", ARG_STR, &parts_s, "LIST", "neurons,layers,heads,timesteps or all (default all)", 1, 0, 0},
         {"steps", ARG_INT, &steps, "N", "denoising steps of every generation, 1..1000 (default 20)", 1, 1000, 0},
-        {"guidance", ARG_FLOAT, &guidance, "F", "classifier-free guidance scale (default 7.5)", 0, 100, 0},
+        {"guidance", ARG_FLOAT, &guidance, "F", "classifier-free guidance scale (default: the model's recommendation; 7.5 for SD, 2 for the embedded model)", 0, 100, 0},
         {"seed", ARG_U64, &seed, "N", "seed of every generation (default 0)", 1, 0, 0},
         {"sampler", ARG_STR, &sampler, "NAME", "default|ddim|euler|euler_a|dpmpp_2m|pndm", 1, 0, 0},
         {"width", ARG_INT, &width, "W", "image width (default: the model's native size)", 8, 16384, 0},
@@ -994,7 +994,7 @@ int cmd_localize(int argc, char** argv) {
     p.negative = negative;
     p.parts = parts;
     p.steps = steps;
-    p.guidance = guidance;
+    p.guidance = cli_guidance(m, guidance);
     p.seed = seed;
     p.sampler = smp;
     p.width = width;

@@ -146,7 +146,7 @@ static int cmd_testbed_eval(int argc, char** argv) {
     int n = 50, quiet = 0, per_word = 0, steps = 20;
     int first = 0;
     uint64_t seed = 0;
-    float guidance = 7.5f, strength = DS_TESTBED_STRENGTH, tau = DS_HEATMAP_TAU;
+    float guidance = -1.0f, strength = DS_TESTBED_STRENGTH, tau = DS_HEATMAP_TAU;
     const arg_spec specs[] = {
         {"model", ARG_STR, &model, "PATH", "diffusers folder or single-file .safetensors (default: the embedded model)", 1, 0, 0},
         {"n", ARG_INT, &n, "N", "held-out prompts (scenes) to evaluate, >= 1 (default 50)", 1, 0, 0},
@@ -154,7 +154,7 @@ static int cmd_testbed_eval(int argc, char** argv) {
         {"first", ARG_INT, &first, "K", "start at held-out scene K (scene seeds 10^12 + K ...; default 0)", 1, 0, 0},
         {"prompts", ARG_STR, &prompts_path, "FILE", "your own prompts instead (one a line): generated images only; words outside the scene world are not scored", 1, 0, 0},
         {"steps", ARG_INT, &steps, "N", "denoising steps, 1..1000 (default 20)", 1, 1000, 0},
-        {"guidance", ARG_FLOAT, &guidance, "F", "classifier-free guidance scale, 0..100 (default 7.5)", 0, 100, 0},
+        {"guidance", ARG_FLOAT, &guidance, "F", "classifier-free guidance scale, 0..100 (default: the model's recommendation; 7.5 for SD, 2 for the embedded model)", 0, 100, 0},
         {"sampler", ARG_STR, &sampler, "NAME", "default|ddim|euler|euler_a|dpmpp_2m|pndm (default: the model's scheduler)", 1, 0, 0},
         {"strength", ARG_FLOAT, &strength, "F", "real images: fraction of the schedule re-run, 0.05..1 (default 0.5)", 0.05, 1, 0},
         {"tau", ARG_FLOAT, &tau, "F", "mask threshold on the min-max normalized DAAM map, 0..1 (default 0.4)", 0, 1, 0},
@@ -199,6 +199,7 @@ static int cmd_testbed_eval(int argc, char** argv) {
         ds_context_free(ctx);
         return rc;
     }
+    guidance = tp.guidance = cli_guidance(m, guidance);
     ds_model_info info;
     ds_model_get_info(ctx, m, &info);
     const int size = info.unet_sample_size * info.vae_scale_factor;

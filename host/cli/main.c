@@ -74,6 +74,15 @@ int cli_load_model(ds_context* ctx, const char* path, int quiet, ds_model** m) {
     return 0;
 }
 
+float cli_guidance(const ds_model* m, float g) {
+    if (g >= 0) return g;
+    ds_context* c = ds_context_create();
+    ds_model_info i;
+    float r = c && ds_model_get_info(c, m, &i) == DS_OK ? i.default_guidance : 7.5f;
+    ds_context_free(c);
+    return r;
+}
+
 int cli_check_writable_file(const char* cmd, const char* flag, const char* path) {
     char* copy = strdup(path);
     const char* dir = dirname(copy);
@@ -122,14 +131,14 @@ static int cmd_generate(int argc, char** argv) {
     const char *model = NULL, *prompt = NULL, *negative = "", *sampler = "default", *out = NULL,
                *latents = NULL, *save_latents = NULL, *image = NULL;
     int steps = 20, width = 0, height = 0, quiet = 0, clip_skip = 0, start_step = -1, inversion = 0;
-    float guidance = 7.5f, strength = 0.8f, timestep = -1;
+    float guidance = -1.0f, strength = 0.8f, timestep = -1;
     uint64_t seed = 0;
     const arg_spec specs[] = {
         {"model", ARG_STR, &model, "PATH", "diffusers folder or single-file .safetensors (default: the embedded model)", 1, 0, 0},
         {"prompt", ARG_STR, &prompt, "TEXT", "what to generate", 1, 0, 1},
         {"negative", ARG_STR, &negative, "TEXT", "negative prompt (default empty)", 1, 0, 0},
         {"steps", ARG_INT, &steps, "N", "denoising steps, 1..1000 (default 20)", 1, 1000, 0},
-        {"guidance", ARG_FLOAT, &guidance, "F", "classifier-free guidance scale, 0..100; <= 1 disables CFG (default 7.5)", 0, 100, 0},
+        {"guidance", ARG_FLOAT, &guidance, "F", "classifier-free guidance scale, 0..100; <= 1 disables CFG (default: the model's recommendation; 7.5 for SD, 2 for the embedded model)", 0, 100, 0},
         {"seed", ARG_U64, &seed, "N", "seed, same latents as torch.Generator('cpu').manual_seed(N) (default 0)", 1, 0, 0},
         {"sampler", ARG_STR, &sampler, "NAME", "default|ddim|euler|euler_a|dpmpp_2m|pndm (default: the model's scheduler)", 1, 0, 0},
         {"width", ARG_INT, &width, "W", "image width in pixels (default: the model's native size)", 8, 16384, 0},
@@ -213,6 +222,7 @@ static int cmd_generate(int argc, char** argv) {
     ds_model* m = NULL;
     int rc = cli_load_model(ctx, model, quiet, &m);
     if (rc) { free(init); free(pixels); ds_context_free(ctx); return rc; }
+    guidance = cli_guidance(m, guidance);
     if (timestep >= 0 && cli_start_step_for_timestep(ctx, m, p.sampler, steps, timestep, "generate", &start_step)) {
         free(init); free(pixels); ds_model_free(m); ds_context_free(ctx);
         return 2;

@@ -81,6 +81,9 @@ typedef struct ds_model_info {
     const char* default_sampler;
     const char* device;         /* where it runs: "cpu" or "cuda" */
     const char* precision;      /* activation/weight storage on that device: "fp32", "fp16", "bf16" */
+    float default_guidance;     /* the model's recommended CFG scale: model_index.json
+                                   "_diffscope_guidance_scale" (or single-file metadata
+                                   diffscope.guidance_scale), else 7.5; the CLI's default */
 } ds_model_info;
 ds_status ds_model_get_info(ds_context* ctx, const ds_model* m, ds_model_info* out);
 
