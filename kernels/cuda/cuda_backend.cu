@@ -239,22 +239,6 @@ void ds_cuda_fatal(const char* file, int line, const char* call, const char* msg
     abort();
 }
 
-const char* ds_cublas_status_name(cublasStatus_t s) {
-    switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
-    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
-    default: return "unknown cuBLAS status";
-    }
-}
-
 void* ds_cuda_dev(ds_backend* be, const float* h) {
     if (!h) return nullptr;  // optional operands (bias, residual) pass through
     const Alloc* a = find_or_die(be, h, "ds_cuda_dev");
@@ -380,15 +364,15 @@ extern "C" ds_backend* ds_backend_cuda_create(ds_err* e, const ds_cuda_options* 
     cublasStatus_t bs = cublasCreate(&c->cublas);
     if (bs != CUBLAS_STATUS_SUCCESS) {
         c->cublas = nullptr;
-        FAIL("--device cuda: cublasCreate: %s", ds_cublas_status_name(bs));
+        FAIL("--device cuda: cublasCreate: %s", cublasGetStatusName(bs));
     }
     if ((bs = cublasSetStream(c->cublas, c->stream)) != CUBLAS_STATUS_SUCCESS)
-        FAIL("--device cuda: cublasSetStream: %s", ds_cublas_status_name(bs));
+        FAIL("--device cuda: cublasSetStream: %s", cublasGetStatusName(bs));
     // fp32 accumulation everywhere: no TF32 for fp32 data, no fp16 split-K reductions
     if ((bs = cublasSetMathMode(c->cublas, (cublasMath_t)(CUBLAS_DEFAULT_MATH |
                                                           CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION))) !=
         CUBLAS_STATUS_SUCCESS)
-        FAIL("--device cuda: cublasSetMathMode: %s", ds_cublas_status_name(bs));
+        FAIL("--device cuda: cublasSetMathMode: %s", cublasGetStatusName(bs));
     cudnnStatus_t ns = cudnnCreate(&c->cudnn);
     if (ns != CUDNN_STATUS_SUCCESS) {
         c->cudnn = nullptr;

@@ -27,7 +27,6 @@ extern "C" {
 // Programmer errors and device failures inside ops (ops have no error channel): print file:line,
 // the call and the library's message, then abort.
 [[noreturn]] void ds_cuda_fatal(const char* file, int line, const char* call, const char* msg);
-const char* ds_cublas_status_name(cublasStatus_t s);
 
 #define DS_CUDA_CHECK(call)                                                             \
     do {                                                                                \
@@ -38,7 +37,7 @@ const char* ds_cublas_status_name(cublasStatus_t s);
     do {                                                                                \
         cublasStatus_t ds_s_ = (call);                                                  \
         if (ds_s_ != CUBLAS_STATUS_SUCCESS)                                             \
-            ds_cuda_fatal(__FILE__, __LINE__, #call, ds_cublas_status_name(ds_s_));     \
+            ds_cuda_fatal(__FILE__, __LINE__, #call, cublasGetStatusName(ds_s_));     \
     } while (0)
 #define DS_CUDNN_CHECK(call)                                                            \
     do {                                                                                \
