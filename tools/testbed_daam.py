@@ -367,7 +367,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="generation seed of prompt i is SEED + i (default 0)")
     ap.add_argument("--first", type=int, default=0, help="start at held-out scene K (default 0)")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="default: the model's recommendation (model_index.json _diffscope_guidance_scale), else 7.5,"
+                         " as diffscope testbed eval")
     ap.add_argument("--strength", type=float, default=0.5)
     ap.add_argument("--tau", type=float, default=0.4)
     ap.add_argument("--threads", type=int, default=1)
@@ -380,6 +382,12 @@ def main():
     ap.add_argument("--compare", default=None, metavar="LOG",
                     help="stdout of `diffscope testbed eval` (not --quiet) on the same scenes: compare per word")
     a = ap.parse_args()
+    if a.guidance is None:
+        try:
+            with open(os.path.join(a.model, "model_index.json")) as f:
+                a.guidance = float(json.load(f).get("_diffscope_guidance_scale", 7.5))
+        except (OSError, ValueError):
+            a.guidance = 7.5
     if a.n < 1:
         log("testbed_daam: --n must be a positive number of prompts (got %d)" % a.n)
         return 2
