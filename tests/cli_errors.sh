@@ -72,6 +72,21 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   if [ -z "$out" ]; then passes=$((passes+1)); else echo "FAIL --quiet keeps the device notice: $out"; fails=$((fails+1)); fi
 fi
 
+# the model's recommended guidance (model_index.json "_diffscope_guidance_scale"): used when --guidance is absent
+G="$T/guided"; cp -r $M "$G"
+python3 - "$G/model_index.json" 3.5 <<'PY' || sed -i 's/^{/{"_diffscope_guidance_scale": 3.5,/' "$G/model_index.json"
+import json, sys; p = sys.argv[1]; d = json.load(open(p)); d["_diffscope_guidance_scale"] = float(sys.argv[2]); json.dump(d, open(p, "w"))
+PY
+if "$BIN" info --model "$G" --quiet | grep -q "guidance (default):  3.5"; then passes=$((passes+1)); else echo "FAIL model guidance not read"; fails=$((fails+1)); fi
+if "$BIN" info --model $M --quiet | grep -q "guidance (default):  7.5"; then passes=$((passes+1)); else echo "FAIL SD default guidance"; fails=$((fails+1)); fi
+"$BIN" generate --model "$G" --prompt "a red circle" --steps 3 --seed 5 --out "$T/g_default.png" --quiet
+"$BIN" generate --model $M --prompt "a red circle" --steps 3 --seed 5 --guidance 3.5 --out "$T/g_35.png" --quiet
+"$BIN" generate --model $M --prompt "a red circle" --steps 3 --seed 5 --out "$T/g_75.png" --quiet
+if cmp -s "$T/g_default.png" "$T/g_35.png" && ! cmp -s "$T/g_default.png" "$T/g_75.png"; then passes=$((passes+1));
+else echo "FAIL generate does not use the model's guidance"; fails=$((fails+1)); fi
+sed -i 's/"_diffscope_guidance_scale": 3.5/"_diffscope_guidance_scale": "lots"/' "$G/model_index.json"
+expect_fail "bad model guidance" "_diffscope_guidance_scale: expected a number in 0..100" "$BIN" info --model "$G"
+
 # paths
 expect_fail "unwritable --out" "cannot write into folder '/nonexistent-dir'" "$BIN" generate --model $M --prompt x --out /nonexistent-dir/a.png
 expect_fail "--out is a folder" "is a folder" "$BIN" generate --model $M --prompt x --out "$T"

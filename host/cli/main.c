@@ -299,6 +299,7 @@ static int cmd_info(int argc, char** argv) {
     printf("format:              %s\n", i.source_format);
     printf("weights dtype:       %s\n", i.weight_dtype);
     printf("device:              %s (%s)\n", i.device, i.precision);
+    printf("guidance (default):  %g\n", i.default_guidance);
     printf("prediction type:     %s\n", i.prediction_type);
     printf("default sampler:     %s\n", i.default_sampler);
     printf("text encoder:        %lld parameters, %d layers, hidden %d\n", (long long)i.params_text_encoder, i.text_layers, i.text_hidden);
