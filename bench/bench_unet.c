@@ -345,9 +345,9 @@ static void sh_add_channel_bias(ds_backend* be, const float* x, const float* v, 
           P.orig.add_channel_bias(be, x, v, y, N, S, C));
 }
 static void sh_column_stats(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
-                            float* sumsq) {
-    TIMED(C_ELEMWISE, 0, E(rows * F) + 4.0 * 4 * F, "column_stats",
-          P.orig.column_stats(be, x, rows, F, sum, sumsq));
+                            float* sumsq, int l2_rows) {
+    TIMED(C_ELEMWISE, 0, E(rows * F) * (l2_rows ? 2 : 1) + 4.0 * 4 * F, "column_stats",
+          P.orig.column_stats(be, x, rows, F, sum, sumsq, l2_rows));
 }
 static void sh_upsample(ds_backend* be, const float* x, float* y, int64_t N, int64_t H, int64_t W,
                         int64_t C) {

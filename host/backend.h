@@ -139,10 +139,11 @@ struct ds_backend {
                          const float* table, const float* pos, int D, float* y);
 
     // ---- statistics (localization)
-    // per-column sums over rows of x (rows, F): sum[f] += Σ_r x[r,f], sumsq[f] += Σ_r x[r,f]²
-    // (accumulates; sum and sumsq are alloc_f32 memory)
+    // per-column sums over rows of x (rows, F): sum[f] += Σ_r x̂[r,f], sumsq[f] += Σ_r x̂[r,f]²
+    // with x̂ = x, or with l2_rows x̂[r] = x[r] / ‖x[r]‖₂ (rows of norm 0 add nothing: ConceptPrune's
+    // statistic). Accumulates; sum and sumsq are alloc_f32 memory.
     void (*column_stats)(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
-                         float* sumsq);
+                         float* sumsq, int l2_rows);
 };
 
 // The CPU reference backend (kernels/cpu). threads = 0: OpenMP's default.

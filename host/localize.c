@@ -154,18 +154,6 @@ void ds_loc_neurons_norms(const ds_loc_neurons* nr, int side, int call, int bloc
     for (int j = 0; j < f->F; j++) out[j] = sqrt(s[j] / P);
 }
 
-// Adds the conditional rows of one GEGLU output (rows, F) into acc (F).
-static void accumulate_rows(const float* h, int64_t rows, int F, double* acc) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float* x = h + r * F;
-        double ss = 0;
-        for (int j = 0; j < F; j++) ss += (double)x[j] * (double)x[j];
-        if (ss <= 0) continue;
-        double inv = 1.0 / ss;
-        for (int j = 0; j < F; j++) acc[j] += (double)x[j] * (double)x[j] * inv;
-    }
-}
-
 // "worse" in the top-k order: smaller score, or an equal score at a higher index
 static inline int worse(double sa, int ja, double sb, int jb) { return sa < sb || (sa == sb && ja > jb); }
 
@@ -409,8 +397,7 @@ static int loc_wants(void* user, const char* path, ds_node_kind kind) {
     loc_obs* o = user;
     const ds_loc_run_in* in = o->in;
     int want = 0;
-    if (kind == DS_NODE_FFN_ACT && in->acc) want = find_ffn(o, path) >= 0;
-    else if (kind == DS_NODE_ATTN_CONTEXT && in->iv && in->iv->kind == DS_LOC_IV_SWAP) {
+    if (kind == DS_NODE_ATTN_CONTEXT && in->iv && in->iv->kind == DS_LOC_IV_SWAP) {
         int l = find_attn(o, path);
         want = l >= in->iv->layer_begin && l < in->iv->layer_end;
     } else if (kind == DS_NODE_ATTN_PROBS) {
@@ -428,20 +415,7 @@ static int loc_observe(void* user, ds_node* node) {
     const ds_loc_run_in* in = o->in;
     int modified = 0;
     int call = node->step;
-    if (node->kind == DS_NODE_FFN_ACT && in->acc && node->ndim == 3) {
-        int b = find_ffn(o, node->path);
-        if (b >= 0) {
-            if (call < 0 || call >= o->n_calls || node->shape[2] != o->s->ffn[b].F) {
-                snprintf(o->msg, sizeof o->msg, "localize: unexpected FFN node %s (call %d, %lld features)", node->path,
-                         call, (long long)node->shape[2]);
-                return -1;
-            }
-            int64_t B = node->shape[0], Lr = node->shape[1], F = node->shape[2];
-            double* acc = in->acc->sumsq[in->acc_side] + (size_t)call * (size_t)o->s->total_F + (size_t)o->s->ffn[b].off;
-            accumulate_rows(node->data + (size_t)(B - 1) * (size_t)(Lr * F), Lr, (int)F, acc);
-            in->acc->rows[in->acc_side][(size_t)call * o->s->n_ffn + b] += Lr;
-        }
-    } else if (node->kind == DS_NODE_ATTN_CONTEXT && in->iv && in->iv->kind == DS_LOC_IV_SWAP) {
+    if (node->kind == DS_NODE_ATTN_CONTEXT && in->iv && in->iv->kind == DS_LOC_IV_SWAP) {
         int l = find_attn(o, node->path);
         if (l >= in->iv->layer_begin && l < in->iv->layer_end && iv_call(in->iv, call)) {
             int64_t B = node->shape[0], Lc = node->shape[1], D = node->shape[2];
@@ -495,6 +469,21 @@ ds_observer ds_loc_observer(ds_loc_obs* o, const ds_loc_sites* s, int n_calls, c
     return obs;
 }
 
+// The FFN statistics hook (observe.h): the backend accumulates each (block, call)'s L2-normalized
+// conditional rows into its slot of the run's device buffers; only the row counts are kept here.
+static int64_t loc_ffn_slot(void* user, const char* path, int step, int64_t rows, int64_t F) {
+    loc_obs* o = user;
+    int b = find_ffn(o, path);
+    if (b < 0) return -1;
+    if (step < 0 || step >= o->n_calls || F != o->s->ffn[b].F) {
+        snprintf(o->msg, sizeof o->msg, "localize: unexpected FFN node %s (call %d, %lld features)", path, step,
+                 (long long)F);
+        return -1;
+    }
+    o->in->acc->rows[o->in->acc_side][(size_t)step * o->s->n_ffn + b] += rows;
+    return (int64_t)step * o->s->total_F + o->s->ffn[b].off;
+}
+
 int ds_loc_run(ds_context* ctx, ds_model* m, const ds_loc_sites* s, int n_calls, const ds_loc_run_in* in,
                ds_image* img) {
     loc_obs o;
@@ -526,7 +515,35 @@ int ds_loc_run(ds_context* ctx, ds_model* m, const ds_loc_sites* s, int n_calls,
     p.height = in->height;
     p.observer = &obs;
     p.out_latents = in->out_latents;
+    // neuron statistics: accumulated on the backend (fp32, one slot per block and call), added here
+    ds_ffn_stats_hook hook = {loc_ffn_slot, &o, NULL, NULL};
+    const int64_t ncell = (int64_t)n_calls * s->total_F;
+    float* host = NULL;
+    if (in->acc) {
+        host = ds_calloc(&ctx->err, (size_t)ncell, sizeof(float), "neuron statistics");
+        hook.sum = host ? m->be->alloc_f32(m->be, ncell) : NULL;
+        hook.sumsq = hook.sum ? m->be->alloc_f32(m->be, ncell) : NULL;
+        if (!hook.sumsq) {
+            if (hook.sum) m->be->free(m->be, hook.sum);
+            free(host);
+            return host ? ds_errf(&ctx->err, DS_ERR_OOM, "out of memory: neuron statistics on the device") : DS_ERR_OOM;
+        }
+        m->be->upload(m->be, hook.sum, host, ncell);
+        m->be->upload(m->be, hook.sumsq, host, ncell);
+        m->ffn_stats = &hook;
+    }
     int rc = ds_generate(ctx, m, &p, img);
+    m->ffn_stats = NULL;
+    if (in->acc) {
+        if (!rc) {
+            m->be->download(m->be, host, hook.sumsq, ncell);
+            double* acc = in->acc->sumsq[in->acc_side];
+            for (int64_t i = 0; i < ncell; i++) acc[i] += host[i];
+        }
+        m->be->free(m->be, hook.sum);
+        m->be->free(m->be, hook.sumsq);
+        free(host);
+    }
     if (rc && o.msg[0]) {
         ctx->err.code = DS_ERR_ARG;
         snprintf(ctx->err.msg, sizeof ctx->err.msg, "%s", o.msg);

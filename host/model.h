@@ -15,6 +15,7 @@ struct ds_model {
     ds_backend* be;
     const char* precision;           // "fp32" / "fp16" / "bf16": the backend's storage type
     float default_guidance;          // the model's recommended CFG scale (7.5 unless its files say)
+    const struct ds_ffn_stats_hook* ffn_stats;  // set by localize around its own generations only
     ds_weights* ws;
     ds_arch arch;
     char* path;

@@ -19,6 +19,19 @@ typedef struct ds_capture_hooks {
     void* user;
 } ds_capture_hooks;
 
+// Backend-side FFN neuron statistics (localization): for each FFN activation (B, L, F) whose
+// (path, step) the hook wants, the backend adds the column sums and sums of squares of the last
+// (conditional) batch's L rows, each row L2-normalized, into sum / sumsq + offset (alloc_f32
+// memory), so the activations never leave the device (on CUDA, downloading them per block and
+// call would cost more than the step itself).
+typedef struct ds_ffn_stats_hook {
+    // offset of (path, step)'s F columns in sum / sumsq, or -1 when not wanted
+    int64_t (*slot)(void* user, const char* path, int step, int64_t rows, int64_t F);
+    void* user;
+    float* sum;    // backend alloc_f32 memory
+    float* sumsq;
+} ds_ffn_stats_hook;
+
 typedef struct ds_run {
     ds_backend* be;
     ds_arena* arena;
@@ -29,6 +42,7 @@ typedef struct ds_run {
     int cond_batch_begin;         // first batch index of the conditional half (CFG), 0 without CFG
     int cancelled;                // set when an observer returned < 0
     const ds_capture_hooks* capture;  // may be NULL
+    const ds_ffn_stats_hook* ffn_stats;  // may be NULL
     // scratch for probes
     const char* probe_path;
     int probe_h, probe_w;

@@ -95,7 +95,7 @@ ds_status ds_generate(ds_context* ctx, ds_model* m, const ds_generate_params* p,
 
     ds_backend* be = m->be;
     ds_run run = {.be = be, .arena = &m->arena, .err = e, .observer = p->observer, .step = -1,
-                  .timestep = -1, .cond_batch_begin = cfg ? 1 : 0};
+                  .timestep = -1, .cond_batch_begin = cfg ? 1 : 0, .ffn_stats = m->ffn_stats};
     ds_arena_mark base = ds_arena_get_mark(&m->arena);
     float *lat = NULL, *x_host = NULL, *eps_host = NULL;
     ds_torch_rng rng;

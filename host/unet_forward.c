@@ -172,6 +172,12 @@ static int tblock_forward(fw* f, const ds_unet_transformer* T, const ds_unet_tbl
     be->linear(be, nrm, tb->ff1_w, tb->ff1_b, NULL, p, n, 2 * F, C);
     be->geglu(be, p, g, n, F);
     ds_tensor gt = {g, 3, {B, S, F, 0}};
+    if (r->ffn_stats) {
+        int64_t off = r->ffn_stats->slot(r->ffn_stats->user, tb->path_ff, r->step, S, F);
+        if (off >= 0)
+            be->column_stats(be, g + (B - 1) * S * F, S, F, r->ffn_stats->sum + off,
+                             r->ffn_stats->sumsq + off, 1);
+    }
     if (ds_observe(r, tb->path_ff, DS_NODE_FFN_ACT, &gt) != DS_OK) goto fail;
     be->linear(be, g, tb->ff2_w, tb->ff2_b, h, h, n, C, F);
     ds_arena_reset(f->a, mark);

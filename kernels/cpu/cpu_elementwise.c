@@ -71,9 +71,19 @@ void ds_cpu_add_channel_bias(ds_backend* be, const float* x, const float* v, flo
 }
 
 void ds_cpu_column_stats(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
-                         float* sumsq) {
-    // one pass over x; per-column accumulation in double so long sums (many rows × timesteps)
-    // do not lose the small terms
+                         float* sumsq, int l2_rows) {
+    // one pass over x per 64-column strip; per-column accumulation in double so long sums (many
+    // rows × timesteps) do not lose the small terms. l2_rows: each row scaled by 1/‖row‖ first.
+    double* inv = NULL;
+    if (l2_rows) {
+        inv = (double*)ds_cpu_scratch(be, 2 * rows);  // rows doubles
+        for (int64_t r = 0; r < rows; r++) {
+            const float* xr = x + r * F;
+            double ss = 0;
+            for (int64_t f = 0; f < F; f++) ss += (double)xr[f] * (double)xr[f];
+            inv[r] = ss > 0 ? 1.0 / sqrt(ss) : 0.0;
+        }
+    }
     int nt = threads_for(be, rows * F);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t f0 = 0; f0 < F; f0 += 64) {
@@ -81,8 +91,9 @@ void ds_cpu_column_stats(ds_backend* be, const float* x, int64_t rows, int64_t F
         double s[64] = {0}, q[64] = {0};
         for (int64_t r = 0; r < rows; r++) {
             const float* xr = x + r * F;
+            const double w = inv ? inv[r] : 1.0;
             for (int64_t f = f0; f < f1; f++) {
-                double v = xr[f];
+                double v = xr[f] * w;
                 s[f - f0] += v;
                 q[f - f0] += v * v;
             }

@@ -69,7 +69,7 @@ void ds_cpu_attention(ds_backend* be, const float* q, int64_t q_stride, const fl
                       const ds_attn_probe* probe);
 void ds_cpu_act(ds_backend* be, ds_act kind, const float* x, float* y, int64_t n);
 void ds_cpu_column_stats(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
-                         float* sumsq);
+                         float* sumsq, int l2_rows);
 void ds_cpu_geglu(ds_backend* be, const float* x, float* y, int64_t rows, int64_t F);
 void ds_cpu_add(ds_backend* be, const float* a, const float* b, float* y, int64_t n);
 void ds_cpu_scale(ds_backend* be, const float* x, float s, float* y, int64_t n);

@@ -150,7 +150,7 @@ void ds_cuda_scale(ds_backend* be, const float* x, float s, float* y, int64_t n)
 void ds_cuda_add_channel_bias(ds_backend* be, const float* x, const float* v, float* y, int64_t N,
                               int64_t S, int64_t C);
 void ds_cuda_column_stats(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
-                          float* sumsq);
+                          float* sumsq, int l2_rows);
 void ds_cuda_upsample_nearest2x(ds_backend* be, const float* x, float* y, int64_t N, int64_t H,
                                 int64_t W, int64_t C);
 void ds_cuda_concat_channels(ds_backend* be, const float* a, const float* b, float* y, int64_t N,

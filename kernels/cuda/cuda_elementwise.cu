@@ -157,6 +157,7 @@ constexpr int CS_RY = 8;
 
 template <typename T>
 __global__ void column_partials_kernel(const T* __restrict__ x,     // (rows, F)
+                                       const float* __restrict__ inv,  // (rows) 1/‖row‖, or NULL
                                        float* __restrict__ part,    // (slices, 2, F)
                                        int64_t rows, int64_t F, int64_t rows_per_slice) {
     __shared__ float ss[CS_RY][32], sq[CS_RY][32];
@@ -166,7 +167,7 @@ __global__ void column_partials_kernel(const T* __restrict__ x,     // (rows, F)
     float s = 0.0f, q = 0.0f;
     if (f < F)
         for (int64_t r = r0 + threadIdx.y; r < r1; r += CS_RY) {
-            const float v = ds_to_f32(x[r * F + f]);
+            const float v = ds_to_f32(x[r * F + f]) * (inv ? inv[r] : 1.0f);
             s += v;
             q += v * v;
         }
@@ -182,6 +183,23 @@ __global__ void column_partials_kernel(const T* __restrict__ x,     // (rows, F)
         p[f] = s;
         p[F + f] = q;
     }
+}
+
+// inv[r] = 1 / ‖x[r]‖₂ (0 for a zero row): one warp per row, fp32 sums of squares.
+template <typename T>
+__global__ void row_inv_norm_kernel(const T* __restrict__ x,  // (rows, F)
+                                    float* __restrict__ inv,   // (rows)
+                                    int64_t rows, int64_t F) {
+    const int64_t r = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    float ss = 0.0f;
+    if (r < rows)
+        for (int64_t f = lane; f < F; f += 32) {
+            const float v = ds_to_f32(x[r * F + f]);
+            ss += v * v;
+        }
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (r < rows && lane == 0) inv[r] = ss > 0.0f ? 1.0f / sqrtf(ss) : 0.0f;
 }
 
 __global__ void column_finish_kernel(const float* __restrict__ part,  // (slices, 2, F)
@@ -255,7 +273,7 @@ void ds_cuda_add_channel_bias(ds_backend* be, const float* x, const float* v, fl
 }
 
 void ds_cuda_column_stats(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
-                          float* sumsq) {
+                          float* sumsq, int l2_rows) {
     if (rows <= 0 || F <= 0) return;
     const unsigned gx = ds_div_up(F, 32);
     // row slices: enough blocks to fill the GPU (4 per SM), each slice ≥ 64 rows
@@ -266,12 +284,19 @@ void ds_cuda_column_stats(ds_backend* be, const float* x, int64_t rows, int64_t 
     if (slices < 1) slices = 1;
     const int64_t per = (rows + slices - 1) / slices;
     slices = (rows + per - 1) / per;  // no empty slice
-    float* part = (float*)ds_cuda_workspace(be, (size_t)slices * 2 * F * sizeof(float));
+    // workspace: the partial sums, then (l2_rows) the rows' inverse norms
+    float* part = (float*)ds_cuda_workspace(
+        be, ((size_t)slices * 2 * F + (l2_rows ? (size_t)rows : 0)) * sizeof(float));
+    float* inv = l2_rows ? part + (size_t)slices * 2 * F : nullptr;
     cudaStream_t s = ds_cuda_stream(be);
     DS_DISPATCH(ds_cuda_act_dtype(be), T, {
+        if (inv) {
+            auto* kn = row_inv_norm_kernel<T>;
+            DS_LAUNCH(kn, ds_div_up(rows, THREADS / 32), THREADS, 0, s, ds_dev<T>(be, x), inv, rows, F);
+        }
         auto* k = column_partials_kernel<T>;
-        DS_LAUNCH(k, dim3(gx, (unsigned)slices), dim3(32, CS_RY), 0, s, ds_dev<T>(be, x), part, rows,
-                  F, per);
+        DS_LAUNCH(k, dim3(gx, (unsigned)slices), dim3(32, CS_RY), 0, s, ds_dev<T>(be, x), inv, part,
+                  rows, F, per);
     });
     DS_LAUNCH(column_finish_kernel, ds_cuda_grid(be, F, THREADS), THREADS, 0, s, part,
               ds_dev<float>(be, sum), ds_dev<float>(be, sumsq), F, (int)slices);

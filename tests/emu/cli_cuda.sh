@@ -5,7 +5,8 @@
 #
 # On the sd1 fixture model: generate (final latents via --save-latents) for --precision fp32,
 # fp16 and bf16, and heatmap (maps.npy: the cross-attention capture inside the CUDA attention
-# kernel) for fp32 and fp16; --device auto picks the (emulated) GPU without a notice.
+# kernel) for fp32 and fp16, localize's neuron statistics (device-side column_stats) for fp32 and
+# fp16; --device auto picks the (emulated) GPU without a notice.
 # Metric: max |cuda − cpu| / max |cpu| over the .npy values.
 #   fp32 1e-4: fp32 in another summation order (measured 3.3e-6 latents, 9e-7 maps);
 #   fp16 2e-2, bf16 1e-1: every activation rounded to the storage type, over 4 denoising steps
@@ -74,6 +75,22 @@ for p in fp32:1e-4 fp16:2e-2; do
   run "heatmap cuda $prec" "$EMU" "${H[@]}" --device cuda --precision "$prec" --out "$T/hm_$prec" &&
     npy_cmp "heatmap --device cuda --precision $prec: maps.npy" "$T/hm_$prec/maps.npy" "$T/hm_cpu/maps.npy" "$tol"
 done
+
+# localize: ConceptPrune's neuron statistics accumulate on the device (column_stats with L2-normalized
+# rows, never downloading the FFN activations); fp32 selects the very same neurons as the CPU
+L=(localize --model $M --concept "red circle" --parts neurons --prompts-per-side 2 --steps 4 --quiet)
+run "localize cpu" "$CPU" "${L[@]}" --device cpu --out "$T/loc_cpu"
+for p in fp32:1e-4 fp16:2e-2; do
+  prec=${p%%:*} tol=${p##*:}
+  run "localize cuda $prec" "$EMU" "${L[@]}" --device cuda --precision "$prec" --out "$T/loc_$prec" &&
+    npy_cmp "localize --device cuda --precision $prec: neuron_norms.npy" "$T/loc_$prec/neuron_norms.npy" \
+      "$T/loc_cpu/neuron_norms.npy" "$tol"
+done
+if cmp -s "$T/loc_fp32/neurons.json" "$T/loc_cpu/neurons.json"; then
+  passes=$((passes + 1)); echo "ok   localize --precision fp32: neurons.json identical to the CPU's"
+else
+  fails=$((fails + 1)); echo "FAIL localize --precision fp32: neurons.json differs from the CPU's"
+fi
 
 # auto: the emulated GPU is usable, so no CPU-fallback notice
 out=$("$EMU" generate --model $M --prompt x --steps 1 --out "$T/auto.png" --device auto 2>&1)

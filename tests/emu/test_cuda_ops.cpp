@@ -334,6 +334,7 @@ static void test_elementwise() {
 // column sums into fp32 (alloc_f32) memory, starting from random values, over two calls
 static void test_column_stats() {
     const int64_t cases[][2] = {{1, 5}, {37, 45}, {300, 70}, {1000, 33}};
+    for (int l2 = 0; l2 <= 1; l2++)
     for (auto& cs : cases) {
         const int64_t rows = cs[0], F = cs[1];
         std::vector<float> s0((size_t)F), q0((size_t)F);
@@ -354,10 +355,10 @@ static void test_column_stats() {
         cpu->upload(cpu, q.c, q0.data(), F);
         for (int call = 0; call < 2; call++) {
             buf x = input(rows * F, call ? 0.5f : 0.0f, 1.0f);
-            gpu->column_stats(gpu, x.g, rows, F, s.g, q.g);
-            cpu->column_stats(cpu, x.c, rows, F, s.c, q.c);
+            gpu->column_stats(gpu, x.g, rows, F, s.g, q.g, l2);
+            cpu->column_stats(cpu, x.c, rows, F, s.c, q.c, l2);
         }
-        std::string tag = "column_stats " + std::to_string(rows) + "x" + std::to_string(F);
+        std::string tag = std::string(l2 ? "column_stats l2 " : "column_stats ") + std::to_string(rows) + "x" + std::to_string(F);
         check(tag + " sum (2 calls)", s, 1e-10);
         check(tag + " sumsq (2 calls)", q, 1e-10);
     }
