@@ -97,23 +97,35 @@ static const char* te_prefix(const char* path) {  // as in test_clip_text.c
     return flat ? "text_encoder.text_model." : "text_encoder.";
 }
 
-static void test_model(ds_act_dtype dt, const char* arch) {
-    const double tol = dt == DS_ACT_F32 ? 1e-4 : dt == DS_ACT_F16 ? 1e-2 : 5e-2;
+// The paths of one component of the <arch> fixture model and its diffusers reference, and the
+// CUDA backend in dtype dt; NULL (a counted failure) when the backend cannot be made.
+struct fixture_paths {
+    char cfg[320], weights[320], ref[320];
+};
+static ds_backend* open_case(ds_act_dtype dt, const char* arch, const char* component, const char* weights_file,
+                             const char* label, fixture_paths* fp) {
     const char* dn = dt == DS_ACT_F32 ? "fp32" : dt == DS_ACT_F16 ? "fp16" : "bf16";
-    char cfg_path[320], w_path[320], ref_path[320];
-    snprintf(cfg_path, sizeof cfg_path, "tests/fixtures/%s_tiny/text_encoder/config.json", arch);
-    snprintf(w_path, sizeof w_path, "tests/fixtures/%s_tiny/text_encoder/model.safetensors", arch);
-    snprintf(ref_path, sizeof ref_path, "tests/fixtures/%s_ref.safetensors", arch);
-    printf("%s text encoder, CUDA backend %s\n", arch, dn);
-
+    snprintf(fp->cfg, sizeof fp->cfg, "tests/fixtures/%s_tiny/%s/config.json", arch, component);
+    snprintf(fp->weights, sizeof fp->weights, "tests/fixtures/%s_tiny/%s/%s", arch, component, weights_file);
+    snprintf(fp->ref, sizeof fp->ref, "tests/fixtures/%s_ref.safetensors", arch);
+    printf("%s %s, CUDA backend %s\n", arch, label, dn);
     ds_err e = {};
     ds_cuda_options o = {0, dt};
     ds_backend* be = ds_backend_cuda_create(&e, &o);
     if (!be) {
         printf("FAIL: ds_backend_cuda_create: %s\n", e.msg);
         tu_failures++;
-        return;
     }
+    return be;
+}
+
+static void test_model(ds_act_dtype dt, const char* arch) {
+    const double tol = dt == DS_ACT_F32 ? 1e-4 : dt == DS_ACT_F16 ? 1e-2 : 5e-2;
+    fixture_paths fp;
+    ds_backend* be = open_case(dt, arch, "text_encoder", "model.safetensors", "text encoder", &fp);
+    if (!be) return;
+    const char *cfg_path = fp.cfg, *w_path = fp.weights, *ref_path = fp.ref;
+    ds_err e = {};
     char* json = NULL;
     ds_clip_config cfg;
     ds_weights* ws = NULL;
@@ -266,21 +278,11 @@ static void test_unet(ds_act_dtype dt, const char* arch) {
     // tensor at 3.8e-2 of its max (up_blocks.2.attentions.2): 1e-1. fp32 and fp16 are the
     // sensitive runs.
     const double tol = dt == DS_ACT_F32 ? 1e-4 : dt == DS_ACT_F16 ? 1e-2 : 1e-1;
-    const char* dn = dt == DS_ACT_F32 ? "fp32" : dt == DS_ACT_F16 ? "fp16" : "bf16";
-    char cfg_path[320], w_path[320], ref_path[320];
-    snprintf(cfg_path, sizeof cfg_path, "tests/fixtures/%s_tiny/unet/config.json", arch);
-    snprintf(w_path, sizeof w_path, "tests/fixtures/%s_tiny/unet/diffusion_pytorch_model.safetensors", arch);
-    snprintf(ref_path, sizeof ref_path, "tests/fixtures/%s_ref.safetensors", arch);
-    printf("%s UNet, CUDA backend %s\n", arch, dn);
-
+    fixture_paths fp;
+    ds_backend* be = open_case(dt, arch, "unet", "diffusion_pytorch_model.safetensors", "UNet", &fp);
+    if (!be) return;
+    const char *cfg_path = fp.cfg, *w_path = fp.weights, *ref_path = fp.ref;
     ds_err e = {};
-    ds_cuda_options o = {0, dt};
-    ds_backend* be = ds_backend_cuda_create(&e, &o);
-    if (!be) {
-        printf("FAIL: ds_backend_cuda_create: %s\n", e.msg);
-        tu_failures++;
-        return;
-    }
     char* json = NULL;
     ds_unet_config cfg;
     ds_weights* ws = NULL;
@@ -373,21 +375,11 @@ static float* ref_nhwc(const ds_st_file* ref, const char* name, int64_t s[4]) {
 static void test_vae(ds_act_dtype dt, const char* arch) {
     // measured: fp32 1.2e-6, fp16 1.5e-3, bf16 1.4e-2 (the ~30 ops of a tiny VAE)
     const double tol = dt == DS_ACT_F32 ? 1e-4 : dt == DS_ACT_F16 ? 1e-2 : 5e-2;
-    const char* dn = dt == DS_ACT_F32 ? "fp32" : dt == DS_ACT_F16 ? "fp16" : "bf16";
-    char cfg_path[320], w_path[320], ref_path[320];
-    snprintf(cfg_path, sizeof cfg_path, "tests/fixtures/%s_tiny/vae/config.json", arch);
-    snprintf(w_path, sizeof w_path, "tests/fixtures/%s_tiny/vae/diffusion_pytorch_model.safetensors", arch);
-    snprintf(ref_path, sizeof ref_path, "tests/fixtures/%s_ref.safetensors", arch);
-    printf("%s VAE, CUDA backend %s\n", arch, dn);
-
+    fixture_paths fp;
+    ds_backend* be = open_case(dt, arch, "vae", "diffusion_pytorch_model.safetensors", "VAE", &fp);
+    if (!be) return;
+    const char *cfg_path = fp.cfg, *w_path = fp.weights, *ref_path = fp.ref;
     ds_err e = {};
-    ds_cuda_options o = {0, dt};
-    ds_backend* be = ds_backend_cuda_create(&e, &o);
-    if (!be) {
-        printf("FAIL: ds_backend_cuda_create: %s\n", e.msg);
-        tu_failures++;
-        return;
-    }
     char* json = NULL;
     ds_vae_config cfg;
     ds_weights* ws = NULL;
