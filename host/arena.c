@@ -24,6 +24,7 @@ static int64_t position(const ds_arena* a) {
 
 float* ds_arena_alloc(ds_arena* a, ds_err* e, int64_t n) {
     n = (n + 15) & ~(int64_t)15;
+    int64_t tried = n;  // the block that could not be had, for the message
     for (;;) {
         if (a->cur < a->n_blocks && a->used + n <= a->cap[a->cur]) {
             float* p = a->block[a->cur] + a->used;
@@ -42,6 +43,7 @@ float* ds_arena_alloc(ds_arena* a, ds_err* e, int64_t n) {
             a->be->free(a->be, a->block[a->cur]);
             a->block[a->cur] = a->be->alloc(a->be, n);
             a->cap[a->cur] = a->block[a->cur] ? n : 0;
+            tried = n;
             if (!a->block[a->cur]) break;
             continue;
         }
@@ -49,6 +51,7 @@ float* ds_arena_alloc(ds_arena* a, ds_err* e, int64_t n) {
         int64_t cap = n > a->min_block ? n : a->min_block;
         if (a->n_blocks && cap < 2 * a->cap[a->n_blocks - 1]) cap = 2 * a->cap[a->n_blocks - 1];
         float* p = a->be->alloc(a->be, cap);
+        tried = cap;
         if (!p) break;
         a->block[a->n_blocks] = p;
         a->cap[a->n_blocks] = cap;
@@ -58,7 +61,11 @@ float* ds_arena_alloc(ds_arena* a, ds_err* e, int64_t n) {
             a->used = 0;
         }
     }
-    ds_errf(e, DS_ERR_OOM, "out of memory: activation arena needs %.1f MB more", (double)n * 4 / 1e6);
+    ds_errf(e, DS_ERR_OOM,
+            "out of %s: %.1f MB more for the activations could not be had (%.1f MB held; a smaller image or "
+            "batch needs less)",
+            a->be->memory_name, (double)tried * a->be->act_bytes / 1e6,
+            (double)ds_arena_bytes_reserved(a) / 4 * a->be->act_bytes / 1e6);
     return NULL;
 }
 

@@ -59,6 +59,8 @@ typedef struct ds_attn_probe {
 typedef struct ds_backend ds_backend;
 struct ds_backend {
     const char* name;  // "cpu", "cuda"
+    const char* memory_name;  // in messages: "memory" (CPU), "GPU memory"
+    int act_bytes;            // bytes per element of alloc() memory (4 on the CPU, 2 for fp16/bf16)
     void* impl;
     void (*destroy)(ds_backend* be);  // frees the backend and everything it owns
 
@@ -75,6 +77,10 @@ struct ds_backend {
     void (*copy)(ds_backend* be, float* dst, const float* src, int64_t n);
     // waits until every op issued so far has finished (timing; the CPU backend is synchronous)
     void (*sync)(ds_backend* be);
+    // NULL while every op has done its work; else why one could not (out of GPU memory for its
+    // scratch: the op skipped its work and later results are meaningless). Ops have no error
+    // channel, so the host asks here at its check points (ds_backend_check). May be NULL.
+    const char* (*failure)(ds_backend* be);
 
     // ---- dense
     // y(M, N) = x(M, K) · w(N, K)ᵀ + bias(N)      [nn.Linear; bias may be NULL]
@@ -145,6 +151,13 @@ struct ds_backend {
     void (*column_stats)(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
                          float* sumsq, int l2_rows);
 };
+
+// DS_OK, or the backend's failure recorded in e (DS_ERR_OOM: the one failure ops record) — call
+// after a batch of ops.
+static inline int ds_backend_check(ds_backend* be, ds_err* e) {
+    const char* why = be->failure ? be->failure(be) : NULL;
+    return why ? ds_errf(e, DS_ERR_OOM, "%s", why) : DS_OK;
+}
 
 // The CPU reference backend (kernels/cpu). threads = 0: OpenMP's default.
 ds_backend* ds_backend_cpu_create(int threads);

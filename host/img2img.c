@@ -104,6 +104,7 @@ int ds_img2img_encode(ds_model* m, ds_run* run, const uint8_t* rgb, int W, int H
         if (!rc) {
             be->nhwc_to_nchw(be, mo.data, moc.data, 1, h, w, 2 * L);
             be->download(be, mom, moc.data, (int64_t)(2 * nl));
+            rc = ds_backend_check(be, e);
             memcpy(mean, mom, nl * sizeof(float));  // torch.chunk(parameters, 2, dim=1)
             memcpy(logvar, mom + nl, nl * sizeof(float));
         }
@@ -145,6 +146,7 @@ static int unet_eval(ds_model* m, ds_run* r, const float* x_host, float t, const
     if (!rc) {
         be->nhwc_to_nchw(be, eps.data, nchw.data, 1, h, w, C);
         be->download(be, eps_host, nchw.data, n);
+        rc = ds_backend_check(be, r->err);
     }
     ds_arena_reset(r->arena, mk);
     return rc;

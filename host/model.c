@@ -74,10 +74,10 @@ const char* ds_context_device_notice(const ds_context* ctx) {
 }
 
 // The backend the context asks for: CUDA (AUTO falls back to the CPU and records why).
-static int create_backend(ds_context* ctx, ds_model* m) {
+static int create_backend(ds_context* ctx, ds_model* m, int force_cpu) {
     ds_err* e = &ctx->err;
-    ctx->device_notice[0] = 0;
-    if (ctx->device != DS_DEVICE_CPU) {
+    if (!force_cpu) ctx->device_notice[0] = 0;
+    if (ctx->device != DS_DEVICE_CPU && !force_cpu) {
         ds_cuda_options o = {0, DS_ACT_F16};
         if (ctx->precision == DS_PRECISION_BF16) o.dtype = DS_ACT_BF16;
         if (ctx->precision == DS_PRECISION_FP32) o.dtype = DS_ACT_F32;
@@ -99,14 +99,26 @@ static int create_backend(ds_context* ctx, ds_model* m) {
     return m->be ? DS_OK : ds_errf(e, DS_ERR_OOM, "out of memory");
 }
 
+static ds_status load_on(ds_context* ctx, const char* path, ds_model** out, int force_cpu);
+
 ds_status ds_model_load(ds_context* ctx, const char* path, ds_model** out) {
+    ds_status rc = load_on(ctx, path, out, 0);
+    // auto: a model the GPU cannot hold runs on the CPU instead, with a notice
+    if (rc == DS_ERR_OOM && ctx->device == DS_DEVICE_AUTO && !ctx->device_notice[0]) {
+        snprintf(ctx->device_notice, sizeof ctx->device_notice, "running on the CPU: %.440s", ctx->err.msg);
+        rc = load_on(ctx, path, out, 1);
+    }
+    return rc;
+}
+
+static ds_status load_on(ds_context* ctx, const char* path, ds_model** out, int force_cpu) {
     ds_err* e = &ctx->err;
     ds_err_clear(e);
     *out = NULL;
     if (!path || !*path) return ds_errf(e, DS_ERR_ARG, "--model: a path is required");
     ds_model* m = ds_calloc(e, 1, sizeof *m, "model");
     if (!m) return DS_ERR_OOM;
-    int rc0 = create_backend(ctx, m);
+    int rc0 = create_backend(ctx, m, force_cpu);
     if (rc0) {
         free(m);
         return rc0;
@@ -132,6 +144,7 @@ ds_status ds_model_load(ds_context* ctx, const char* path, ds_model** out) {
     if (!rc) rc = ds_unet_bind(&m->unet, &m->unet_cfg, m->ws, "unet.", e);
     if (!rc) rc = ds_vae_bind(&m->vae, &m->vae_cfg, m->ws, "vae.", 1, e);
     if (!rc) rc = ds_weights_materialize(m->ws, e);
+    if (!rc) rc = ds_backend_check(m->be, e);
     ds_model_files_free(&mf);
     if (rc) {
         ds_model_free(m);

@@ -146,6 +146,7 @@ ds_status ds_generate(ds_context* ctx, ds_model* m, const ds_generate_params* p,
         if (rc) break;
         be->nhwc_to_nchw(be, eps.data, nchw.data, B, h, w, C);
         be->download(be, eps_host, nchw.data, (int64_t)(n * B));
+        if ((rc = ds_backend_check(be, e))) break;  // e.g. out of GPU memory inside an op
         if (cfg)  // noise_pred = uncond + g · (cond − uncond)
             for (size_t k = 0; k < n; k++) eps_host[k] = eps_host[k] + p->guidance * (eps_host[n + k] - eps_host[k]);
         rc = ds_scheduler_step(e, sched, i, eps_host, lat, n, &rng);
@@ -176,6 +177,7 @@ ds_status ds_generate(ds_context* ctx, ds_model* m, const ds_generate_params* p,
             if (!pix || !out->pixels) rc = DS_ERR_OOM;
             else {
                 be->download(be, pix, img.data, (int64_t)W * H * 3);
+                rc = ds_backend_check(be, e);
                 for (size_t k = 0; k < (size_t)W * H * 3; k++) {
                     float v = pix[k] / 2.0f + 0.5f;
                     v = v < 0 ? 0 : v > 1 ? 1 : v;

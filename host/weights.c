@@ -360,9 +360,10 @@ int ds_weights_materialize(ds_weights* ws, ds_err* e) {
     ws->block = total ? ws->be->alloc(ws->be, total) : NULL;
     if (total && !ws->block) {
         free(offset);
-        return ds_errf(e, DS_ERR_OOM, "out of memory allocating %.1f MB of weights", (double)total * 4 / 1e6);
+        return ds_errf(e, DS_ERR_OOM, "out of %s: the weights need %.1f MB", ws->be->memory_name,
+                       (double)total * ws->be->act_bytes / 1e6);
     }
-    ws->block_bytes = (size_t)total * 4;
+    ws->block_bytes = (size_t)total * (size_t)ws->be->act_bytes;
     float* tmp = NULL;
     size_t tmp_cap = 0;
     int rc = DS_OK;

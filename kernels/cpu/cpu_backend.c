@@ -78,6 +78,8 @@ ds_backend* ds_backend_cpu_create(int threads) {
     c->attn_tile_max = (int64_t)1 << 20;      // ≤ 4 MB per probability tile (and ≤ 128 rows)
 
     be->name = "cpu";
+    be->memory_name = "memory";
+    be->act_bytes = 4;
     be->impl = c;
     be->destroy = ds_backend_cpu_free;
     be->alloc = cpu_alloc;

@@ -132,6 +132,7 @@ static void tile_path(ds_backend* be, const ds_attn_args& a, const ds_attn_cap* 
     if (tr < 1) tr = 1;
     const int64_t nP = (int64_t)heads * tr * Lk;
     float* P = (float*)ds_cuda_workspace(be, sizeof(float) * (size_t)nP);
+    if (!P) return;  // out of GPU memory: recorded, be->failure reports it
     float* host = NULL;
     if (on_probs) {
         host = (float*)malloc(sizeof(float) * (size_t)nP);

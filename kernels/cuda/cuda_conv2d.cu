@@ -165,6 +165,7 @@ void ds_cuda_conv2d(ds_backend* be, const ds_tensor* x, const float* w, const fl
     const ds_act_dtype dt = ds_cuda_act_dtype(be);
     ConvPlan& p = get_plan(be, ConvKey{N, H, W, C, O, kh, kw, stride, pad, dt}, Ho, Wo);
     void* ws = p.ws_bytes ? ds_cuda_workspace(be, p.ws_bytes) : nullptr;
+    if (p.ws_bytes && !ws) return;  // out of GPU memory: recorded, be->failure reports it
     if (bias && p.fused_ok && !g_force_unfused) {
         // y = 1·conv(x) + alpha2·z + bias; without a residual alpha2 = 0 and z (= y) is not read
         const float one = 1.0f, alpha2 = residual ? 1.0f : 0.0f;

@@ -287,6 +287,7 @@ void ds_cuda_column_stats(ds_backend* be, const float* x, int64_t rows, int64_t 
     // workspace: the partial sums, then (l2_rows) the rows' inverse norms
     float* part = (float*)ds_cuda_workspace(
         be, ((size_t)slices * 2 * F + (l2_rows ? (size_t)rows : 0)) * sizeof(float));
+    if (!part) return;  // out of GPU memory: recorded, be->failure reports it
     float* inv = l2_rows ? part + (size_t)slices * 2 * F : nullptr;
     cudaStream_t s = ds_cuda_stream(be);
     DS_DISPATCH(ds_cuda_act_dtype(be), T, {

@@ -67,6 +67,7 @@ void ds_cuda_timestep_embedding(ds_backend* be, const float* t_host, int N, int 
         for (int i = 0; i < N; i++) tin.t[i] = t_host[i];
     } else {
         t = (float*)ds_cuda_workspace(be, (size_t)N * sizeof(float));
+        if (!t) return;  // out of GPU memory: recorded, be->failure reports it
         DS_CUDA_CHECK(cudaMemcpyAsync(t, t_host, (size_t)N * sizeof(float), cudaMemcpyHostToDevice, s));
     }
     const float denom = (float)((double)(dim / 2) - (double)freq_shift);  // Python float, then fp32
@@ -85,6 +86,7 @@ void ds_cuda_embed_tokens(ds_backend* be, const int32_t* ids_host, int n, int L,
         if (ids_host[i] < 0) ds_cuda_fatal(__FILE__, __LINE__, "embed_tokens", "negative token id");
     cudaStream_t s = ds_cuda_stream(be);
     int32_t* ids = (int32_t*)ds_cuda_workspace(be, (size_t)n * sizeof(int32_t));
+    if (!ids) return;  // out of GPU memory: recorded, be->failure reports it
     DS_CUDA_CHECK(cudaMemcpyAsync(ids, ids_host, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, s));
     DS_DISPATCH(ds_cuda_act_dtype(be), T, {
         auto* k = embed_tokens_kernel<T>;

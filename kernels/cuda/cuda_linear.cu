@@ -69,6 +69,7 @@ void linear_t(ds_backend* be, const float* xh, const float* wh, const float* bh,
     if (bh && rh && ds_dtype_tag<T>::value != DS_ACT_F32 && K > 0) {
         // fp32 product into scratch, then one rounding of product + bias + residual
         float* acc = (float*)ds_cuda_workspace(be, sizeof(float) * (size_t)(M * N));
+        if (!acc) return;  // out of GPU memory: recorded, be->failure reports it
         const float beta = 0.0f;
         DS_CUBLAS_CHECK(cublasGemmEx(ds_cuda_cublas(be), CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M,
                                      (int)K, &alpha, w, cuda_type<T>(), (int)K, x, cuda_type<T>(),

@@ -149,6 +149,7 @@ void ds_cuda_group_norm(ds_backend* be, const float* x, const float* gamma, cons
     const int64_t rps = (S + P - 1) / P;
     P = (S + rps - 1) / rps;
     float* part = (float*)ds_cuda_workspace(be, sizeof(float) * (size_t)(N * P * C * 2 + N * groups * 2));
+    if (!part) return;  // out of GPU memory: recorded, be->failure reports it
     float* stats = part + N * P * C * 2;
     cudaStream_t st = ds_cuda_stream(be);
     const unsigned ct = channel_threads(C);

@@ -92,6 +92,32 @@ else
   fails=$((fails + 1)); echo "FAIL localize --precision fp32: neurons.json differs from the CPU's"
 fi
 
+# out of GPU memory (the emulated GPU shrunk by EMU_DEVICE_MEM_MB): --device cuda is one clear message,
+# exit 1 and no output file, whether the weights or the activations do not fit; --device auto runs a
+# model the GPU cannot hold on the CPU, with a notice
+oom() {  # what MB pattern args...
+  local what=$1 mb=$2 pat=$3; shift 3
+  local out rc
+  out=$(EMU_DEVICE_MEM_MB=$mb "$EMU" "$@" 2>&1); rc=$?
+  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -qE -- "$pat" <<<"$out" && [ ! -e "$T/oom.png" ]; then
+    passes=$((passes + 1)); echo "ok   $what: exit $rc, $(tail -1 <<<"$out")"
+  else
+    fails=$((fails + 1)); echo "FAIL $what: exit $rc: $out"
+  fi
+}
+oom "out of GPU memory for the weights" 1 "^diffscope: out of GPU memory: the weights need [0-9.]+ MB" \
+  generate --model $M --prompt x --steps 1 --device cuda --out "$T/oom.png"
+oom "out of GPU memory for an op's scratch" 4 "^diffscope: out of GPU memory: an op needs [0-9.]+ MB of scratch" \
+  generate --model $M --prompt x --steps 1 --device cuda --out "$T/oom.png"
+oom "out of GPU memory for the activations" 8 "^diffscope generate: out of GPU memory: .* for the activations" \
+  generate --model $M --prompt x --steps 1 --width 256 --height 256 --device cuda --out "$T/oom.png"
+out=$(EMU_DEVICE_MEM_MB=1 "$EMU" generate --model $M --prompt x --steps 1 --device auto --out "$T/auto_oom.png" 2>&1)
+if [ $? -eq 0 ] && grep -q "running on the CPU: out of GPU memory" <<<"$out" && [ -s "$T/auto_oom.png" ]; then
+  passes=$((passes + 1)); echo "ok   --device auto falls back to the CPU when the model does not fit"
+else
+  fails=$((fails + 1)); echo "FAIL --device auto with too little GPU memory: $out"
+fi
+
 # auto: the emulated GPU is usable, so no CPU-fallback notice
 out=$("$EMU" generate --model $M --prompt x --steps 1 --out "$T/auto.png" --device auto 2>&1)
 if [ $? -eq 0 ] && ! grep -q "running on the CPU" <<<"$out" && [ -s "$T/auto.png" ]; then

@@ -118,7 +118,16 @@ const size_t kQuarantineBytes = (size_t)1 << 30;
 size_t g_device_bytes = 0;
 const size_t kPage = 4096;
 const unsigned char kCanary = 0xA5;
-const size_t kTotalMem = (size_t)80 << 30;
+const size_t kDefaultTotalMem = (size_t)80 << 30;
+// The emulated GPU's memory: 80 GiB, or $EMU_DEVICE_MEM_MB (tests of out-of-memory paths).
+size_t total_mem() {
+    static const size_t total = [] {
+        const char* v = getenv("EMU_DEVICE_MEM_MB");
+        return v && atoll(v) > 0 ? (size_t)atoll(v) << 20 : kDefaultTotalMem;
+    }();
+    return total;
+}
+#define kTotalMem total_mem()
 
 // The allocation containing p (device or host), or null. Caller holds g_mem_mu.
 const Alloc* find_alloc(const void* p) {
@@ -135,6 +144,10 @@ cudaError_t do_alloc(void** out, size_t size, bool device) {
     emu_install_fault_handler();
     *out = nullptr;
     if (size == 0) return cudaSuccess;
+    if (device) {
+        std::lock_guard<std::mutex> lock(g_mem_mu);
+        if (g_device_bytes + size > kTotalMem) return ret(cudaErrorMemoryAllocation);
+    }
     size_t user_len = (size + 15) & ~(size_t)15;
     size_t data = (user_len + kPage - 1) & ~(kPage - 1);
     size_t map_len = data + kPage;
