@@ -18,6 +18,8 @@
 int ds_cuda_mem_info(size_t* free_b, size_t* total_b);
 // the current device's name ("NVIDIA H100 80GB HBM3") into buf; 0, or -1
 int ds_cuda_device_name(char* buf, int cap);
+// 1 when the CUDA backend linked in is the test-only SIMT emulator (its timings mean nothing).
+int ds_cuda_is_emulated(void);
 
 // Event marks for profiling a CUDA backend (be->name "cuda"). begin: a pool of `n` events;
 // mark: records the next one on be's stream and returns its index (-1 when the pool is used up

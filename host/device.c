@@ -20,6 +20,7 @@ __attribute__((weak)) int ds_cuda_mem_info(size_t* free_b, size_t* total_b) {
     if (total_b) *total_b = 0;
     return -1;
 }
+__attribute__((weak)) int ds_cuda_is_emulated(void) { return 0; }
 __attribute__((weak)) int ds_cuda_device_name(char* buf, int cap) {
     if (buf && cap > 0) buf[0] = 0;
     return -1;

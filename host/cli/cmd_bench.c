@@ -152,6 +152,13 @@ int cmd_bench(int argc, char** argv) {
         return 1;
     }
     const int on_gpu = info.device && !strcmp(info.device, "cuda");
+    if (on_gpu && ds_cuda_is_emulated()) {
+        fprintf(stderr, "diffscope bench: the CUDA device here is the test suite's SIMT emulator, whose timings "
+                        "mean nothing: benchmarks need a real GPU (or --device cpu)\n");
+        ds_model_free(m);
+        ds_context_free(ctx);
+        return 1;
+    }
     st.gpu_mem = on_gpu && have_base;
     st.peak_used = base_total - base_free;
     sample_mem(&st);

@@ -16,6 +16,12 @@ extern "C" {
 }
 
 #ifdef DS_EMULATOR
+extern "C" int ds_cuda_is_emulated(void) { return 1; }
+#else
+extern "C" int ds_cuda_is_emulated(void) { return 0; }
+#endif
+
+#ifdef DS_EMULATOR
 
 extern "C" int ds_cuda_mem_info(size_t* free_b, size_t* total_b) {
     if (free_b) *free_b = 0;

@@ -118,6 +118,14 @@ else
   fails=$((fails + 1)); echo "FAIL --device auto with too little GPU memory: $out"
 fi
 
+# benchmarks on the emulator only say that they need a GPU
+out=$("$EMU" bench --model $M --device cuda --steps 2 2>&1)
+if [ $? -eq 1 ] && grep -q "benchmarks need a real GPU" <<<"$out"; then
+  passes=$((passes + 1)); echo "ok   bench under the emulator refuses to time"
+else
+  fails=$((fails + 1)); echo "FAIL bench under the emulator: $out"
+fi
+
 # auto: the emulated GPU is usable, so no CPU-fallback notice
 out=$("$EMU" generate --model $M --prompt x --steps 1 --out "$T/auto.png" --device auto 2>&1)
 if [ $? -eq 0 ] && ! grep -q "running on the CPU" <<<"$out" && [ -s "$T/auto.png" ]; then
