@@ -70,7 +70,7 @@ CFG = dict(
               up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
               block_out_channels=[32, 64, 64], layers_per_block=1, downsample_padding=1, mid_block_scale_factor=1,
               act_fn="silu", norm_num_groups=8, norm_eps=1e-5, cross_attention_dim=64, attention_head_dim=4),
-    unet_steps=14000, unet_batch=32, unet_lr=5e-4, unet_warmup=300, unet_min_lr=5e-5, ema=0.999, min_snr=5.0,
+    unet_steps=13000, unet_batch=32, unet_lr=5e-4, unet_warmup=300, unet_min_lr=5e-5, ema=0.999, min_snr=5.0,
     p_uncond=0.1, ckpt_every_s=240, eval_every=1500, n_eval_quick=24,
     # Token grounding (TokenCompose, Wang et al., CVPR 2024, its token loss): from step ground_from on, every color
     # and shape token of a caption is pushed to put its cross-attention mass inside its object's mask (the
