@@ -510,7 +510,9 @@ static void usage(void) {
             "                  (cpu: fp32, cuda: fp16)] [--gpu N (0)] [--iters N (5)] [--warmup N (1)]\n"
             "                  [--threads N (cores)] [--seed S (1)] [--timestep T (981)] [--size PX (native)]\n"
             "                  [--capture] [--capture-per-head] [--compare-capture]\n"
-            "                  [--profile] [--profile-sync] [--top N (15)] [--save-out FILE.npy]\n");
+            "                  [--profile] [--profile-sync] [--top N (15)] [--save-out FILE.npy]\n"
+            "                  [--synthetic (random weights from DIR/unet/config.json alone, no weight file;\n"
+            "                   e.g. --model bench/configs/sd15)]\n");
     exit(2);
 }
 
@@ -554,7 +556,7 @@ static double capture_check(ds_context* ctx, ds_capture* cap, int steps, int* n_
 
 int main(int argc, char** argv) {
     const char *model = NULL, *save_out = NULL, *device = "cpu", *precision = NULL;
-    int iters = 5, warmup = 1, threads = 0, size = 0, profile = 0, top = 15, gpu = 0;
+    int iters = 5, warmup = 1, threads = 0, size = 0, profile = 0, top = 15, gpu = 0, synthetic = 0;
     int capture = 0, per_head = 0, compare = 0, profile_sync = 0;
     uint64_t seed = 1;
     float timestep = 981.0f;
@@ -575,6 +577,7 @@ int main(int argc, char** argv) {
         else if (ARGV("--top")) top = atoi(v);
         else if (ARGV("--save-out")) save_out = v;
         else if (strcmp(a, "--profile") == 0) profile = 1;
+        else if (strcmp(a, "--synthetic") == 0) synthetic = 1;
         else if (strcmp(a, "--profile-sync") == 0) profile = profile_sync = 1;
         else if (strcmp(a, "--capture") == 0) capture = 1;
         else if (strcmp(a, "--capture-per-head") == 0) capture = per_head = 1;
@@ -644,7 +647,8 @@ int main(int argc, char** argv) {
     }
     char* cfile = join(unet_dir, "config.json");
     char* cjson = NULL;
-    if (ds_weights_add_file(ws, &e, wfile, "unet.") != DS_OK) die(wfile, &e);
+    if (synthetic) ds_weights_synthesize(ws, seed);  // random weights of the config's shapes, no file
+    else if (ds_weights_add_file(ws, &e, wfile, "unet.") != DS_OK) die(wfile, &e);
     if (ds_read_file(&e, cfile, &cjson, NULL) != DS_OK) die(cfile, &e);
     ds_unet_config cfg;
     if (ds_unet_config_from_json(&e, cjson, cfile, &cfg) != DS_OK) die(cfile, &e);

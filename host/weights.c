@@ -1,6 +1,7 @@
 // weights.c — the named weight store (see weights.h).
 #include "weights.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 #if defined(__F16C__) && defined(__AVX__)
@@ -36,6 +37,8 @@ struct ds_weights {
     float* block;  // the one backend allocation
     size_t block_bytes;
     int threads;   // conversion threads (0: OpenMP's default)
+    int synth;     // ds_weights_synthesize: unknown bound tensors become random entries
+    uint64_t synth_seed;
 };
 
 static uint64_t hash_str(const char* s) {
@@ -212,9 +215,36 @@ static int squeezed_ndim(int ndim, const int64_t* s) {
     return ndim;
 }
 
+void ds_weights_synthesize(ds_weights* ws, uint64_t seed) {
+    ws->synth = 1;
+    ws->synth_seed = seed;
+}
+
+// Deterministic random values for a synthetic tensor (entry without a source), in bound layout.
+static void synth_fill(const ds_weights* ws, const entry* en, float* out, size_t n) {
+    uint64_t s = ws->synth_seed ^ hash_str(en->name);
+    const size_t len = strlen(en->name);
+    const int is_1d = en->ndim == 1, is_bias = len >= 4 && !strcmp(en->name + len - 4, "bias");
+    const double fan_in = en->ndim > 1 ? (double)n / (double)en->shape[0] : 1.0;
+    const double a = is_1d ? 0.01 : sqrt(3.0 / fan_in);  // uniform(−a, a): variance 1/fan_in
+    for (size_t k = 0; k < n; k++) {
+        s += 0x9E3779B97F4A7C15ull;  // splitmix64
+        uint64_t z = s;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        double u = (double)(z >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0;
+        out[k] = (float)((is_1d && !is_bias ? 1.0 : 0.0) + a * u);
+    }
+}
+
 int ds_weights_bind(ds_weights* ws, ds_err* e, const char* name, int ndim, const int64_t* shape,
                     ds_weight_layout layout, const float** slot) {
     int i = find_entry(ws, name);
+    if (i < 0 && ws->synth && ndim >= 1 && ndim <= DS_ST_MAX_DIMS) {
+        DS_TRY(add_entry(ws, e, name, NULL, NULL, 0, ndim, shape));
+        i = find_entry(ws, name);
+    }
     if (i < 0) {
         const char* file = ws->n_files ? ws->files[0]->path : "(no file)";
         return ds_errf(e, DS_ERR_FORMAT, "missing tensor '%s' (model files start with %s)", name, file);
@@ -229,7 +259,7 @@ int ds_weights_bind(ds_weights* ws, ds_err* e, const char* name, int ndim, const
         format_shape(s2, sizeof s2, ndim, shape);
         return ds_errf(e, DS_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s", en->file->path, name, s1, s2);
     }
-    if (en->src->dtype != DS_DTYPE_F32 && en->src->dtype != DS_DTYPE_F16 &&
+    if (en->src && en->src->dtype != DS_DTYPE_F32 && en->src->dtype != DS_DTYPE_F16 &&
         en->src->dtype != DS_DTYPE_BF16 && en->src->dtype != DS_DTYPE_F64)
         return ds_errf(e, DS_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected a float type",
                        en->file->path, name, ds_dtype_name(en->src->dtype));
@@ -331,6 +361,7 @@ int ds_weights_gather_rows(const ds_weights* ws, ds_err* e, const char* name, co
     int i = find_entry(ws, name);
     if (i < 0) return ds_errf(e, DS_ERR_FORMAT, "missing tensor '%s'", name);
     const entry* en = &ws->entries[i];
+    if (!en->src) return ds_errf(e, DS_ERR_ARG, "tensor '%s' is synthetic (no rows to gather)", name);
     int nd = squeezed_ndim(en->ndim, en->shape);
     if (nd != 2) return ds_errf(e, DS_ERR_FORMAT, "%s: tensor '%s' is not a matrix", en->file->path, name);
     const int64_t R = en->shape[0], C = en->shape[1];
@@ -379,6 +410,21 @@ int ds_weights_materialize(ds_weights* ws, ds_err* e) {
         done[i] = 1;
         size_t n = (size_t)entry_numel(en);
         const int conv = ws->binds[b].layout == DS_LAYOUT_CONV_OHWI;
+        if (!en->src) {  // synthetic (ds_weights_synthesize): random values, already in bound layout
+            float* host = host_backend ? dst : NULL;
+            if (!host) {
+                if (n > tmp_cap) {
+                    free(tmp);
+                    tmp_cap = n;
+                    tmp = ds_malloc(e, tmp_cap * sizeof(float), "weight conversion buffer");
+                    if (!tmp) { rc = DS_ERR_OOM; break; }
+                }
+                host = tmp;
+            }
+            synth_fill(ws, en, host, n);
+            if (host != dst) ws->be->upload(ws->be, dst, host, (int64_t)n);
+            continue;
+        }
         const void* src = en->src->data + en->byte_offset;
         if (host_backend && !conv) {  // host memory: convert straight into the block
             rc = convert_host(e, en->src->dtype, src, dst, n, en->name, ws->threads);

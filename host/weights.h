@@ -77,6 +77,10 @@ int ds_weights_unbind(ds_weights* ws, const float** slot);
 // OpenMP's default team, 1 converts on the calling thread (memory-bound; on a loaded machine a
 // second thread that cannot run stalls the whole team).
 void ds_weights_set_threads(ds_weights* ws, int threads);
+// Benchmarks without weight files (a GPU machine that cannot make the random model): from now on a
+// bound tensor that no file holds is created with the bound shape and filled at materialize with
+// deterministic random values (uniform, variance 1/fan_in; 1-d "weight" = 1, 1-d "bias" ≈ 0).
+void ds_weights_synthesize(ds_weights* ws, uint64_t seed);
 
 // Converts rows rows[0..n) of the 2-d tensor `name` (any float dtype of its file) to fp32 host
 // memory out (n, cols), straight from the mapped file: a compact table for the ids actually used,
