@@ -92,7 +92,7 @@ static int create_backend(ds_context* ctx, ds_model* m, int force_cpu) {
         if (!strncmp(why, "--device cuda: ", 15)) why += 15;
         if (ctx->device == DS_DEVICE_CUDA)
             return ds_errf(e, ce.code ? ce.code : DS_ERR_DEVICE, "--device cuda: %s", why);
-        snprintf(ctx->device_notice, sizeof ctx->device_notice, "no usable GPU, running on the CPU (%.440s)", why);
+        snprintf(ctx->device_notice, sizeof ctx->device_notice, "running on the CPU: %.480s", why);
     }
     m->be = ds_backend_cpu_create(0);
     m->precision = "fp32";
