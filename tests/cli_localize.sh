@@ -12,24 +12,7 @@ fails=0; passes=0
 M=tests/fixtures/sd1_tiny
 FAST=(--steps 2 --prompts-per-side 2 --head-prompts 1 --quiet)
 
-fail() { echo "FAIL $*"; fails=$((fails+1)); }
-pass() { passes=$((passes+1)); }
-expect_fail() {
-  local what="$1" pattern="$2"; shift 2
-  local out rc
-  out=$("$@" 2>&1 >/dev/null); rc=$?
-  if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then fail "$what: exit $rc (want 1..127): $out"; return; fi
-  if ! grep -qE -- "$pattern" <<<"$out"; then fail "$what: message does not match /$pattern/: $out"; return; fi
-  pass
-}
-expect_ok() {
-  local what="$1"; shift
-  "$@" >"$T/stdout" 2>"$T/stderr"; local rc=$?
-  if [ $rc -ne 0 ]; then fail "$what: exit $rc: $(cat "$T/stderr")"; return 1; fi
-  pass
-}
-has() { if grep -qE -- "$2" "$3"; then pass; else fail "$1: /$2/ not in $(basename "$3"): $(head -c 600 "$3")"; fi; }
-exists() { if [ -s "$1" ]; then pass; else fail "missing or empty: $1"; fi; }
+source "$(dirname "${BASH_SOURCE[0]}")/util/cli_checks.sh"
 png() { if [ "$(head -c 8 "$1" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then pass; else fail "not a PNG: $1"; fi; }
 npy() { if [ "$(head -c 6 "$1" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 934e554d5059 ]; then pass; else fail "not a .npy: $1"; fi; }
 # csv FILE HEADER ROWS: exact header, ROWS data lines (or "+" for at least one), same field count on every line
