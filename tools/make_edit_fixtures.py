@@ -47,7 +47,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from safetensors.numpy import load_file  # noqa: E402
+from st_write import write_deterministic  # noqa: E402
 from transformers import CLIPTextModel, CLIPTokenizer  # noqa: E402
 
 torch.set_num_threads(1)
@@ -80,25 +80,8 @@ RELOADS = [
 
 
 def save_file(tensors, path, metadata):
-    """safetensors with a byte-stable header (the Rust writer emits __metadata__ in hash order): sorted metadata,
-    tensors in the order given."""
-    dt = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.int32): "I32"}
-    header, blobs, off = {"__metadata__": dict(sorted(metadata.items()))}, [], 0
-    for k, v in tensors.items():
-        v = np.ascontiguousarray(v)
-        b = v.tobytes()
-        header[k] = {"dtype": dt[v.dtype], "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little"))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    back = load_file(path)
-    assert set(back) == set(tensors) and all(np.array_equal(back[k], tensors[k]) for k in tensors)
+    """Byte-stable safetensors, tensors in the order given (tools/st_write.py)."""
+    write_deterministic(path, tensors, metadata, sort_keys=False)
 
 
 def load_text(model):

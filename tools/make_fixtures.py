@@ -156,6 +156,7 @@ import torch  # noqa: E402
 import diffusers  # noqa: E402
 import transformers  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
+from st_write import write_deterministic  # noqa: E402
 from diffusers import (  # noqa: E402
     AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel,
@@ -626,26 +627,8 @@ def compute_refs(arch, cfg, pipe):
 
 
 def save_safetensors_deterministic(tensors, path, metadata):
-    """safetensors file with a byte-stable header (the Rust writer emits __metadata__ in hash order)."""
-    dt = {torch.float32: "F32", torch.int32: "I32"}
-    header, blobs, off = {"__metadata__": dict(sorted(metadata.items()))}, [], 0
-    for k in sorted(tensors):
-        t = tensors[k].contiguous()
-        b = t.numpy().tobytes()
-        header[k] = {"dtype": dt[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little"))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    back = load_file(path)
-    assert set(back) == set(tensors) and all(torch.equal(back[k], tensors[k]) for k in tensors)
-    with safetensors.safe_open(path, "pt") as f:
-        assert f.metadata() == metadata
+    """Byte-stable safetensors of torch tensors (tools/st_write.py)."""
+    return write_deterministic(path, {k: t.contiguous().numpy() for k, t in tensors.items()}, metadata)
 
 
 def print_stats(tensors):

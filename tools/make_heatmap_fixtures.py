@@ -67,6 +67,7 @@ import diffusers  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
+from st_write import write_deterministic  # noqa: E402
 from diffusers import (  # noqa: E402
     DDIMInverseScheduler, DDIMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
 )
@@ -83,28 +84,8 @@ def versions():
 
 
 def save_safetensors_deterministic(tensors, path, metadata):
-    """Byte-stable safetensors (sorted keys, sorted metadata); like tools/make_fixtures.py's, plus U8 and I64."""
-    dt = {torch.float32: "F32", torch.int32: "I32", torch.uint8: "U8", torch.int64: "I64"}
-    metadata = {k: str(v) for k, v in metadata.items()}
-    header, blobs, off = {"__metadata__": dict(sorted(metadata.items()))}, [], 0
-    for k in sorted(tensors):
-        t = tensors[k].contiguous()
-        b = t.numpy().tobytes()
-        header[k] = {"dtype": dt[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little"))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    back = load_file(path)
-    assert set(back) == set(tensors) and all(torch.equal(back[k], tensors[k]) for k in tensors)
-    with safetensors.safe_open(path, "pt") as f:
-        assert f.metadata() == metadata
-    return os.path.getsize(path)
+    """Byte-stable safetensors of torch tensors (tools/st_write.py)."""
+    return write_deterministic(path, {k: t.contiguous().numpy() for k, t in tensors.items()}, metadata)
 
 
 def base_meta(kind, **kw):

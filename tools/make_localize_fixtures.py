@@ -55,7 +55,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from diffusers import StableDiffusionPipeline  # noqa: E402
 from diffusers.models.activations import GEGLU  # noqa: E402
-from safetensors.numpy import load_file  # noqa: E402
+from st_write import write_deterministic  # noqa: E402
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
@@ -80,26 +80,8 @@ def versions():
 
 
 def save(tensors, path, metadata):
-    """Byte-stable safetensors: sorted tensor names and metadata."""
-    dt = {np.dtype(np.float32): "F32", np.dtype(np.uint8): "U8"}
-    metadata = {k: str(v) for k, v in metadata.items()}
-    header, blobs, off = {"__metadata__": dict(sorted(metadata.items()))}, [], 0
-    for k in sorted(tensors):
-        a = np.ascontiguousarray(tensors[k])
-        b = a.tobytes()
-        header[k] = {"dtype": dt[a.dtype], "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little"))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-    back = load_file(path)
-    assert set(back) == set(tensors) and all(np.array_equal(back[k], tensors[k]) for k in tensors)
-    return os.path.getsize(path)
+    """Byte-stable safetensors: sorted tensor names and metadata (tools/st_write.py)."""
+    return write_deterministic(path, tensors, metadata)
 
 
 def blocks_of(unet):
