@@ -12,7 +12,7 @@ int cli_load_model(ds_context* ctx, const char* path, int quiet, ds_model** m);
 int cli_check_writable_file(const char* cmd, const char* flag, const char* path);
 
 // --guidance: the user's value, or (g < 0: not given) the model's recommended scale.
-float cli_guidance(const ds_model* m, float g);
+float cli_guidance(ds_context* ctx, const ds_model* m, float g);
 
 // --sampler NAME: default|ddim|euler|euler_a|dpmpp_2m|pndm → *out; 0 if unknown.
 int cli_parse_sampler(const char* s, ds_sampler* out);

@@ -821,7 +821,7 @@ int cmd_heatmap(int argc, char** argv) {
     ds_model* m = NULL;
     rc = cli_load_model(ctx, model, quiet, &m);
     if (rc) { ds_context_free(ctx); goto cleanup_early; }
-    guidance = cli_guidance(m, guidance);
+    guidance = cli_guidance(ctx, m, guidance);
     hm_ctx H = {.ctx = ctx, .m = m, .ri = &ri, .quiet = quiet, .tau = tau, .alpha = alpha,
                 .map_size_image = !strcmp(map_size, "image")};
     H.load_s = now_s() - tl;

@@ -994,7 +994,7 @@ int cmd_localize(int argc, char** argv) {
     p.negative = negative;
     p.parts = parts;
     p.steps = steps;
-    p.guidance = cli_guidance(m, guidance);
+    p.guidance = cli_guidance(ctx, m, guidance);
     p.seed = seed;
     p.sampler = smp;
     p.width = width;

@@ -199,7 +199,7 @@ static int cmd_testbed_eval(int argc, char** argv) {
         ds_context_free(ctx);
         return rc;
     }
-    guidance = tp.guidance = cli_guidance(m, guidance);
+    guidance = tp.guidance = cli_guidance(ctx, m, guidance);
     ds_model_info info;
     ds_model_get_info(ctx, m, &info);
     const int size = info.unet_sample_size * info.vae_scale_factor;

@@ -74,13 +74,10 @@ int cli_load_model(ds_context* ctx, const char* path, int quiet, ds_model** m) {
     return 0;
 }
 
-float cli_guidance(const ds_model* m, float g) {
-    if (g >= 0) return g;
-    ds_context* c = ds_context_create();
+float cli_guidance(ds_context* ctx, const ds_model* m, float g) {
     ds_model_info i;
-    float r = c && ds_model_get_info(c, m, &i) == DS_OK ? i.default_guidance : 7.5f;
-    ds_context_free(c);
-    return r;
+    if (g >= 0) return g;
+    return ds_model_get_info(ctx, m, &i) == DS_OK ? i.default_guidance : 7.5f;
 }
 
 int cli_check_writable_file(const char* cmd, const char* flag, const char* path) {
@@ -222,7 +219,7 @@ static int cmd_generate(int argc, char** argv) {
     ds_model* m = NULL;
     int rc = cli_load_model(ctx, model, quiet, &m);
     if (rc) { free(init); free(pixels); ds_context_free(ctx); return rc; }
-    guidance = cli_guidance(m, guidance);
+    guidance = cli_guidance(ctx, m, guidance);
     if (timestep >= 0 && cli_start_step_for_timestep(ctx, m, p.sampler, steps, timestep, "generate", &start_step)) {
         free(init); free(pixels); ds_model_free(m); ds_context_free(ctx);
         return 2;
