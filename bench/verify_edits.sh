@@ -2,17 +2,21 @@
 # Issue 6, item 3: verify erase / prune / localize on the scene-world testbed model.
 #
 #   bench/verify_edits.sh [--model DIR] [--n N] [--steps S] [--concepts red,circle] [--out RESULTS_DIR]
-#                         [--seed S] [--loc-prompts P] [--bin PATH] [--keep-models]
+#                         [--seed S] [--loc-prompts P] [--ratios F,F,..] [--bin PATH] [--keep-models]
 #
 # For each concept (a colour word or a shape word of the scene world):
-#   1. baseline  `testbed eval --per-word` on a prompts file built from the scene grammar (shared by all
+#   1. baseline  `testbed eval --objects` on a prompts file built from the scene grammar (shared by all
 #                concepts, so one baseline eval serves them all): prompts naming each concept in turn plus
-#                a control group naming none of them;
-#   2. erase     `diffscope erase --concept C` -> eval -> C's rate after, min ratio of every other word;
-#   3. prune     `localize --parts neurons,layers` -> `prune` -> eval; and a random neurons.json with the
-#                same number of (row, neuron) entries in every row of every block (seeded) -> prune -> eval;
-#   4. layers    localize's best window (layers.csv rank 1) vs the attn2 layer with the highest concept
-#                attention mass (heads.csv, mean over the layer's heads);
+#                a control group naming none of them; one CSV row per named object (found or not);
+#   2. erase     UCE with its default key (the concept's token, guide "") and UCE with in-context keys
+#                (`--context`: 20 grammar prompts naming the concept, guide = the kind's word "color" or
+#                "shape", the other words of its kind preserved) -> eval -> the concept's rate over the
+#                objects naming it, every other word's rate over the objects that do not name the concept;
+#   3. prune     for each ConceptPrune ratio: `localize --parts neurons --ratio F` -> `prune` -> eval;
+#                and a random neurons.json with the same number of (row, neuron) entries in every row of
+#                every block (seeded) -> prune -> eval;
+#   4. layers    localize's best window (rank 1 of layers.csv, by the detector's drop) vs the attn2 layer
+#                with the highest concept attention mass (heads.csv, mean over the layer's heads);
 #   5. a markdown table per concept -> stdout and RESULTS_DIR/summary.md.
 # Method and table format: docs/verification.md.
 set -euo pipefail
@@ -27,7 +31,8 @@ STEPS=20
 SEED=0
 CONCEPTS="red,circle"
 OUT="$ROOT/bench/results/verify_edits"
-LOC_PROMPTS=4
+LOC_PROMPTS=8
+RATIOS="0.02,0.1,0.3"
 BIN="${DIFFSCOPE_BIN:-}"
 KEEP=0
 
@@ -40,9 +45,10 @@ while [ $# -gt 0 ]; do
         --concepts) CONCEPTS=${2:?--concepts needs a value}; shift 2 ;;
         --out) OUT=${2:?--out needs a value}; shift 2 ;;
         --loc-prompts) LOC_PROMPTS=${2:?--loc-prompts needs a value}; shift 2 ;;
+        --ratios) RATIOS=${2:?--ratios needs a value}; shift 2 ;;
         --bin) BIN=${2:?--bin needs a value}; shift 2 ;;
         --keep-models) KEEP=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -51,6 +57,11 @@ done
 [[ "$STEPS" =~ ^[1-9][0-9]*$ ]] || die "--steps must be a positive integer, got '$STEPS'"
 [[ "$SEED" =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer, got '$SEED'"
 [[ "$LOC_PROMPTS" =~ ^[1-9][0-9]*$ ]] || die "--loc-prompts must be a positive integer, got '$LOC_PROMPTS'"
+IFS=',' read -r -a RLIST <<< "$RATIOS"
+[ ${#RLIST[@]} -ge 1 ] || die "--ratios is empty"
+for r in "${RLIST[@]}"; do
+    [[ "$r" =~ ^0?\.[0-9]*[1-9][0-9]*$|^1$ ]] || die "--ratios: '$r' is not a number in (0, 1]"
+done
 [ -d "$MODEL" ] || die "model folder '$MODEL' not found (--model)"
 command -v python3 >/dev/null || die "python3 is needed (prompt files, tables)"
 if [ -z "$BIN" ]; then
@@ -71,7 +82,7 @@ done
 mkdir -p "$OUT" || die "cannot create '$OUT'"
 OUT=$(cd "$OUT" && pwd)
 for c in "${CLIST[@]}"; do
-    for d in erased_$c pruned_$c pruned_random_$c; do
+    for d in erased_$c erased_ctx_$c pruned_* pruned_random_*; do
         [ -e "$OUT/$d" ] && { log "removing the previous $OUT/$d"; rm -rf "${OUT:?}/$d"; }
     done
 done
@@ -128,15 +139,35 @@ for c in concepts:
         return " ".join(t)
     open(out + "/loc_with_%s.txt" % c, "w").write("\n".join(w) + "\n")
     open(out + "/loc_without_%s.txt" % c, "w").write("\n".join(art(x) for x in wo) + "\n")
+# erase --context: 20 grammar prompts naming the concept (its own random stream, so not the evaluated prompts):
+# every word of the other kind x 4 backgrounds (none, white, black, gray), half with a second object
+crng = random.Random(seed * 1000003 + 17)
+for c in concepts:
+    kind = C if c in C else S
+    other = S if c in C else C
+    lines = []
+    for k in range(20):
+        o = (c, other[k % len(other)]) if c in C else (other[k % len(other)], c)
+        objs = [o]
+        if crng.random() < 0.5:
+            while True:
+                p = (crng.choice([x for x in C if x != o[0]] if c in C else C), crng.choice(S if c in C else [x for x in S if x != o[1]]))
+                if c not in p: break
+            objs.insert(crng.randrange(2), p)
+        bg = k // len(other) % 4
+        t = ", ".join(phrase(*q) for q in objs[:-1]) + " and " + phrase(*objs[-1]) if len(objs) > 1 else phrase(*objs[0])
+        lines.append(t + ("" if bg == 0 else " on a " + B[bg - 1] + " background"))
+    open(out + "/context_%s.txt" % c, "w").write("\n".join(lines) + "\n")
+    open(out + "/preserve_%s.txt" % c, "w").write("\n".join(w for w in kind if w != c) + "\n")
 PY
 
-# ---- eval helper: per-word rates -> FILE (WORD=RATE lines + the summary line)
+# ---- eval helper: per-word rates -> FILE (WORD=RATE lines + the summary line), one CSV row per object
 run_eval() {  # model, label
     local m=$1 label=$2 f="$OUT/eval_$2.txt" t
     t=$(date +%s)
     log "eval [$label] on $m ..."
     "$BIN" testbed eval --model "$m" --prompts "$OUT/prompts.txt" --n "$N" --steps "$STEPS" --seed "$SEED" \
-        --per-word --quiet > "$f" 2> "$OUT/eval_$label.log" \
+        --per-word --objects "$OUT/objects_$label.csv" --quiet > "$f" 2> "$OUT/eval_$label.log" \
         || die "testbed eval [$label] failed (exit $?); see $OUT/eval_$label.log"
     grep -q '^testbed: detect=' "$f" || die "testbed eval [$label] printed no summary line; see $f"
     log "eval [$label]: $(tail -n 1 "$f") ($(( $(date +%s) - t )) s)"
@@ -151,18 +182,29 @@ for c in "${CLIST[@]}"; do
         || die "erase '$c' failed; see $OUT/erase_$c.log"
     log "erase '$c': $(( $(date +%s) - t )) s"
     run_eval "$OUT/erased_$c" "erased_$c"
-
-    # ---- localize (neurons + layer windows)
+    # ---- erase (UCE, in-context keys)
     t=$(date +%s)
-    "$BIN" localize --model "$MODEL" --concept "$c" --parts neurons,layers \
-        --with "$OUT/loc_with_$c.txt" --without "$OUT/loc_without_$c.txt" --steps "$STEPS" --seed "$SEED" \
-        --out "$OUT/loc_$c" --quiet > "$OUT/localize_$c.txt" 2> "$OUT/localize_$c.log" \
-        || die "localize '$c' failed; see $OUT/localize_$c.log"
-    [ -s "$OUT/loc_$c/neurons.json" ] || die "localize '$c' wrote no neurons.json"
-    log "localize '$c': $(( $(date +%s) - t )) s"
+    guide=shape; case " $COLORS " in *" $c "*) guide=color ;; esac
+    "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide $guide \
+        --out "$OUT/erased_ctx_$c" --quiet > "$OUT/erase_ctx_$c.log" 2>&1 \
+        || die "erase --context '$c' failed; see $OUT/erase_ctx_$c.log"
+    log "erase --context '$c': $(( $(date +%s) - t )) s"
+    run_eval "$OUT/erased_ctx_$c" "erased_ctx_$c"
 
-    # ---- random neurons: same number of entries in every row of every block, seeded
-    python3 - "$OUT/loc_$c/neurons.json" "$OUT/loc_$c/neurons_random.json" "$SEED" <<'PY'
+    # ---- localize: layer windows (and the first ratio's neurons)
+    for r in "${RLIST[@]}"; do
+        t=$(date +%s)
+        L="$OUT/loc_$c"; parts=neurons,layers
+        [ "$r" = "${RLIST[0]}" ] || { L="$OUT/loc_${c}_r$r"; parts=neurons; }
+        "$BIN" localize --model "$MODEL" --concept "$c" --parts $parts --detector shapes --ratio "$r" \
+            --with "$OUT/loc_with_$c.txt" --without "$OUT/loc_without_$c.txt" --steps "$STEPS" --seed "$SEED" \
+            --out "$L" --quiet > "$L.txt" 2> "$L.log" \
+            || die "localize '$c' (ratio $r) failed; see $L.log"
+        [ -s "$L/neurons.json" ] || die "localize '$c' (ratio $r) wrote no neurons.json"
+        log "localize '$c' (ratio $r): $(( $(date +%s) - t )) s"
+
+        # ---- random neurons: same number of entries in every row of every block, seeded
+        python3 - "$L/neurons.json" "$L/neurons_random.json" "$SEED" <<'PY'
 import json, random, sys
 src, dst, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 d = json.load(open(src)); rng = random.Random(seed * 7919 + 1)
@@ -181,52 +223,52 @@ out = {k: v for k, v in d.items() if k != "blocks"}
 out.update(method="random (same entries per row and block as %s)" % src, random_seed=seed, blocks=blocks)
 json.dump(out, open(dst, "w"))
 PY
-
-    for kind in localized random; do
-        nf="$OUT/loc_$c/neurons.json"; dir="$OUT/pruned_$c"
-        [ $kind = random ] && { nf="$OUT/loc_$c/neurons_random.json"; dir="$OUT/pruned_random_$c"; }
-        "$BIN" prune --model "$MODEL" --neurons "$nf" --out "$dir" --quiet > "$OUT/prune_${kind}_$c.log" 2>&1 \
-            || die "prune ($kind, '$c') failed; see $OUT/prune_${kind}_$c.log"
-        run_eval "$dir" "$(basename "$dir")"
+        for kind in localized random; do
+            nf="$L/neurons.json"; dir="$OUT/pruned_${c}_r$r"
+            [ $kind = random ] && { nf="$L/neurons_random.json"; dir="$OUT/pruned_random_${c}_r$r"; }
+            "$BIN" prune --model "$MODEL" --neurons "$nf" --out "$dir" --quiet > "$OUT/prune_${kind}_${c}_r$r.log" 2>&1 \
+                || die "prune ($kind, '$c', ratio $r) failed; see $OUT/prune_${kind}_${c}_r$r.log"
+            run_eval "$dir" "$(basename "$dir")"
+            [ $KEEP = 1 ] || rm -rf "${dir:?}"
+        done
     done
-    if [ $KEEP = 0 ]; then rm -rf "${OUT:?}/erased_$c" "${OUT:?}/pruned_$c" "${OUT:?}/pruned_random_$c"; fi
+    if [ $KEEP = 0 ]; then rm -rf "${OUT:?}/erased_$c" "${OUT:?}/erased_ctx_$c"; fi
 done
 
 # ---- tables
-python3 - "$OUT" "$N" "$STEPS" "$SEED" "$MODEL" "$(( $(date +%s) - T0 ))" "${CLIST[@]}" <<'PY'
+python3 - "$OUT" "$N" "$STEPS" "$SEED" "$MODEL" "$(( $(date +%s) - T0 ))" "$RATIOS" "${CLIST[@]}" <<'PY'
 import csv, json, sys, collections
-out, n, steps, seed, model, secs, concepts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7:]
+out, n, steps, seed, model, secs, ratios, concepts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7].split(","), sys.argv[8:]
 C = ["red", "green", "blue", "yellow", "purple", "orange"]; S = ["circle", "square", "triangle", "star", "ring"]
-def rates(label):
-    r, summ = {}, ""
-    for line in open("%s/eval_%s.txt" % (out, label)):
-        line = line.strip()
-        if line.startswith("testbed:"): summ = line
-        elif "=" in line:
-            w, v = line.split("=", 1)
-            r[w] = float("nan") if v in ("n/a", "-") else float(v)
-    return r, summ
-# named-object counts per word in the evaluated prompts (the denominators of the rates)
-cnt = collections.Counter(); k = 0
-for line in open(out + "/prompts.txt"):
-    line = line.strip()
-    if not line or line.startswith("#"): continue
-    k += 1
-    if k > int(n): break
-    t = line.replace(",", " ").split()
-    for i in range(len(t) - 1):
-        if t[i] in C and t[i + 1].rstrip("s") in S: cnt[t[i]] += 1; cnt[t[i + 1].rstrip("s")] += 1
-base, bsum = rates("baseline")
+NAN = float("nan")
+def objects(label):
+    return [(r["color"], r["shape"], int(r["found"])) for r in csv.DictReader(open("%s/objects_%s.csv" % (out, label)))]
+def rates(label, concept):
+    """concept: found / named over the objects it describes; every other word: over the objects that do not
+    name the concept (an object "red circle" that loses its red is not the circle word's failure)"""
+    st = collections.defaultdict(lambda: [0, 0])
+    for col, sh, f in objects(label):
+        for w in (col, sh):
+            if concept in (col, sh) and w != concept: continue
+            st[w][0] += f; st[w][1] += 1
+    return {w: (a[0] / a[1], a[1]) for w, a in st.items()}
+def summary(label):
+    return [l.strip() for l in open("%s/eval_%s.txt" % (out, label)) if l.startswith("testbed:")][-1]
 f = lambda x: "n/a" if x != x else "%.3f" % x
 md = ["# verify_edits results", "",
       "model `%s`, %s prompts (`%s/prompts.txt`), %s steps, seed %s; %s s in all." % (model, n, out, steps, seed, secs),
-      "", "baseline: `%s`" % bsum, ""]
+      "", "baseline: `%s`" % summary("baseline"), ""]
 for c in concepts:
-    er, esum = rates("erased_" + c); pl, psum = rates("pruned_" + c); pr, rsum = rates("pruned_random_" + c)
-    # other words: ratio after/before over words with >= 3 named objects and a baseline rate > 0
-    ratios = [(er[w] / base[w], w) for w in C + S
-              if w != c and cnt[w] >= 3 and base.get(w, 0) == base.get(w, 0) and base.get(w, 0) > 0 and w in er]
-    mr, mw = min(ratios) if ratios else (float("nan"), "-")
+    runs = [("baseline", "baseline"), ("erase (token key)", "erased_" + c), ("erase --context", "erased_ctx_" + c)]
+    for r in ratios:
+        runs += [("localized prune %s" % r, "pruned_%s_r%s" % (c, r)), ("random prune %s" % r, "pruned_random_%s_r%s" % (c, r))]
+    R = {lab: rates(lab, c) for _, lab in runs}
+    base = R["baseline"]
+    def rate(lab, w): return R[lab].get(w, (NAN, 0))[0]
+    def other_min(lab):
+        # words with >= 3 objects (not naming the concept) and a baseline rate > 0
+        rs = [(rate(lab, w) / base[w][0], w) for w in C + S if w != c and w in base and base[w][1] >= 3 and base[w][0] > 0]
+        return min(rs) if rs else (NAN, "-")
     lay = list(csv.DictReader(open("%s/loc_%s/layers.csv" % (out, c))))
     best = min(lay, key=lambda r: int(r["rank"]))
     mass = collections.defaultdict(list); lab = {}
@@ -237,26 +279,36 @@ for c in concepts:
     first = [l for l in lab if lab[l] == best["label"].split(" .. ")[0]][0]
     last = [l for l in lab if lab[l] == best["label"].split(" .. ")[-1]][0]
     agree = first <= top <= last
-    nj = json.load(open("%s/loc_%s/neurons.json" % (out, c)))
-    nent = sum(sum(len(v) for v in b.get("rows", {}).values()) + len(b.get("columns", [])) for b in nj["blocks"].values())
-    erase_ok = er.get(c, float("nan")) <= 0.10
+    def entries(r):
+        nj = json.load(open("%s/loc_%s%s/neurons.json" % (out, c, "" if r == ratios[0] else "_r" + r)))
+        return sum(sum(len(v) for v in b.get("rows", {}).values()) + len(b.get("columns", [])) for b in nj["blocks"].values())
+    er_tok, er_ctx = rate("erased_" + c, c), rate("erased_ctx_" + c, c)
+    mr_tok, mw_tok = other_min("erased_" + c)
+    mr, mw = other_min("erased_ctx_" + c)
+    prune_rows = []
+    for r in ratios:
+        d_loc, d_rnd = base[c][0] - rate("pruned_%s_r%s" % (c, r), c), base[c][0] - rate("pruned_random_%s_r%s" % (c, r), c)
+        verdict = "pass" if d_loc > d_rnd else ("no effect (neither lowers it)" if d_loc <= 0 and d_rnd <= 0 else "FAIL")
+        prune_rows.append("| drop at ratio %s: localized / random prune | %s / %s (%d row·neuron entries each) | localized > random: %s |" % (
+            r, f(d_loc), f(d_rnd), entries(r), verdict))
     md += ["## %s" % c, "",
-           "| %s (named %d times) | baseline | after erase | after localized prune | after random prune |" % (c, cnt[c]),
-           "| --- | --- | --- | --- | --- |",
-           "| detection rate | %s | %s | %s | %s |" % (f(base.get(c, float("nan"))), f(er.get(c, float("nan"))), f(pl.get(c, float("nan"))), f(pr.get(c, float("nan")))),
-           "| overall detect | %s | %s | %s | %s |" % tuple(s.split()[1].split("=")[1] for s in (bsum, esum, psum, rsum)),
+           "| model (%s: %d named objects) | %s detection rate | min other-word ratio | overall detect |" % (c, base[c][1], c),
+           "| --- | --- | --- | --- |"] + [
+           "| %s | %s | %s | %s |" % (name, f(rate(l, c)), "–" if l == "baseline" else "%s (%s)" % (f(other_min(l)[0]), other_min(l)[1]),
+                                     summary(l).split()[1].split("=")[1]) for name, l in runs] + [
            "", "| check | value | goal |", "| --- | --- | --- |",
-           "| %s after erase | %s | ≤ 0.100 (removed from ≥ 90%% of the images naming it): %s |" % (c, f(er.get(c, float("nan"))), "pass" if erase_ok else "FAIL"),
-           "| min other-word ratio after erase / before | %s (%s) | ≥ 0.90: %s |" % (f(mr), mw, "pass" if mr >= 0.9 else "FAIL"),
-           "| drop: localized prune / random prune | %s / %s (%d row·neuron entries each) | localized > random: %s |" % (
-               f(base[c] - pl[c]), f(base[c] - pr[c]), nent, "pass" if base[c] - pl[c] > base[c] - pr[c] else "FAIL"),
-           "| best layer window (mass drop %s) vs max-attention layer (mass %.4f) | %s vs %s | window contains it: %s |" % (
-               best["mass_drop"][:7], lm[top], best["label"], lab[top], "yes" if agree else "no"),
-           "", "other words after erase / before: " + ", ".join(
-               "%s %s→%s" % (w, f(base.get(w, float("nan"))), f(er.get(w, float("nan")))) + ("" if cnt[w] >= 3 else " (n=%d, not counted)" % cnt[w])
+           "| %s after erase --context | %s | ≤ 0.100 (removed from ≥ 90%% of its objects): %s |" % (c, f(er_ctx), "pass" if er_ctx <= 0.10 else "FAIL"),
+           "| min other-word ratio after erase --context / before | %s (%s) | ≥ 0.90: %s |" % (f(mr), mw, "pass" if mr >= 0.9 else "FAIL"),
+           "| (UCE's token key, for comparison) | %s; min ratio %s (%s) | |" % (f(er_tok), f(mr_tok), mw_tok),
+           ] + prune_rows + [
+           "| best layer window (detector drop %s) vs max-attention layer (mass %.4f) | %s vs %s | window contains it: %s |" % (
+               f(float(best["detector_drop"])), lm[top], best["label"], lab[top], "yes" if agree else "no"),
+           "", "after erase --context / before, per word (objects not naming %s): " % c + ", ".join(
+               "%s %s→%s (n=%d)" % (w, f(base.get(w, (NAN, 0))[0]), f(rate("erased_ctx_" + c, w)), base.get(w, (NAN, 0))[1])
                for w in C + S if w != c), ""]
-md += ["Rates with fewer than 3 named objects, or a baseline of 0, are left out of the min ratio. "
-       "Per-run files: eval_*.txt (WORD=RATE), loc_<concept>/ (localize), *.log."]
+md += ["Other words are rated on the objects that do not name the erased concept; words with fewer than 3 such "
+       "objects, or a baseline rate of 0, are left out of the min ratio. Per-run files: objects_*.csv (one row per "
+       "named object), eval_*.txt, loc_<concept>[_r<ratio>]/ (localize), *.log."]
 open(out + "/summary.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 PY

@@ -694,6 +694,18 @@ int ds_uce_keys(ds_edit_model* em, ds_err* e, const ds_uce_params* p, ds_edit_ke
                        p->n_guides, p->n_concepts);
     int debias = p->deltas != NULL;
     if (debias && p->n_attributes < 1) return ds_errf(e, DS_ERR_ARG, "--debias: at least one attribute is required");
+    if (p->n_contexts > 0) {
+        if (debias || p->all_tokens)
+            return ds_errf(e, DS_ERR_ARG, "--context takes no --debias or --all-tokens (its keys are every position from the concept on)");
+        for (int c = 0; c < p->n_concepts; c++)
+            for (int q = 0; q < p->n_preserve; q++)
+                if (strcmp(p->concepts[c], p->preserve[q]) == 0)
+                    logf_(p->log, p->log_user, "warning: '%s' is both erased and preserved; the two keys pull in opposite directions",
+                          p->concepts[c]);
+        int rc = ds_uce_context_keys(em, e, p, out);
+        if (rc) ds_edit_keys_free(out);
+        return rc;
+    }
     text_set ts = {0};
     int* ci = calloc((size_t)p->n_concepts, sizeof(int));
     int* gi = calloc((size_t)p->n_concepts, sizeof(int));

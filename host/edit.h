@@ -129,6 +129,9 @@ typedef struct ds_uce_params {
     double erase_scale;           // 1
     double preserve_scale;        // 1
     int all_tokens;               // paper-era keys: every position from the subject token on
+    // in-context keys (edit_context.c): prompts using the concepts, each a template with one "{}" or a
+    // prompt naming a concept; the keys are then every position from the concept on (MACE's refinement)
+    const char* const* contexts;  int n_contexts;
     // debias (UCE §debias): target W₀(c + Σⱼ δ_cj aⱼ), δ = desired − measured attribute ratio
     const char* const* attributes; int n_attributes;
     const double* deltas;         // (n_concepts, n_attributes), NULL: not a debias
@@ -136,6 +139,8 @@ typedef struct ds_uce_params {
 } ds_uce_params;
 void ds_uce_params_init(ds_uce_params* p);
 int ds_uce_keys(ds_edit_model* em, ds_err* e, const ds_uce_params* p, ds_edit_keys* out);
+// The in-context part alone (ds_uce_keys calls it when n_contexts > 0); appends to out.
+int ds_uce_context_keys(ds_edit_model* em, ds_err* e, const ds_uce_params* p, ds_edit_keys* out);
 
 typedef struct ds_time_params {
     const char* src;   // "a pack of roses"

@@ -60,13 +60,16 @@ void ds_loc_rank(ds_loc_score* s, int n, int rank_by, int has_detector) {
         idx[i] = i;
         s[i].score = metric(&s[i], rank_by, has_detector);
     }
-    // insertion sort (n is small): score descending, NaN last, ties by index
+    // insertion sort (n is small): score descending, NaN last; equal scores (the detector's drop moves in
+    // steps of 1/prompts) by the image change, then by index
+    int primary = rank_by == DS_LOC_RANK_AUTO ? (has_detector ? DS_LOC_RANK_DETECTOR : DS_LOC_RANK_MASS) : rank_by;
+    int second = primary == DS_LOC_RANK_IMAGE ? DS_LOC_RANK_MASS : DS_LOC_RANK_IMAGE;
     for (int i = 1; i < n; i++) {
         int v = idx[i], j = i - 1;
-        double sv = s[v].score;
+        double sv = s[v].score, tv = metric(&s[v], second, has_detector);
         while (j >= 0) {
-            double sj = s[idx[j]].score;
-            int before = isnan(sj) ? !isnan(sv) : (!isnan(sv) && sv > sj);
+            double sj = s[idx[j]].score, tj = metric(&s[idx[j]], second, has_detector);
+            int before = isnan(sj) ? !isnan(sv) : (!isnan(sv) && (sv > sj || (sv == sj && !isnan(tv) && (isnan(tj) || tv > tj))));
             if (!before) break;
             idx[j + 1] = idx[j];
             j--;

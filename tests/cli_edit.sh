@@ -57,7 +57,31 @@ has "moderate method" "UCE moderate" "$T/stdout"
 expect_ok "all-tokens" "$BIN" erase --model $M --concept "Van Gogh" --guide art --all-tokens --delta --out "$T/at.safetensors" --quiet
 expect_ok "per-layer" "$BIN" erase --model $M --concept cat --per-layer --matrices v --delta --out "$T/pl.safetensors" --quiet
 has "per-layer report" "per-layer solve \(11 16×16 systems\)" "$T/stdout"
+
 [ "$(grep -c 'attn2.to_v.weight' "$T/stdout")" = 11 ] && [ "$(grep -c 'attn2.to_k.weight' "$T/stdout")" = 0 ] && pass || fail "--matrices v"
+# in-context keys (--context): templates with {} and plain prompts naming the concept; the report counts
+# (77 − a) keys per prompt; a concept named in no line and no {} is an error naming the line
+printf '# contexts\na photo of a {}\n\na cat sitting on a sofa\r\n' > "$T/ctx.txt"
+expect_ok "erase --context" "$BIN" erase --model $M --concept cat --preserve dog --context "$T/ctx.txt" --delta --out "$T/ctx.safetensors" && {
+  # "a photo of a {}": a = 5 → 72 keys; "a cat sitting on a sofa": a = 2 → 75 keys; the same for the preserved dog
+  has "context keys counted" "shared solve \(one 16×16 system for all 22 matrices\), 294 keys" "$T/stdout"
+  python3 -c "import json,struct,sys; f=open(sys.argv[1],'rb'); n=struct.unpack('<Q',f.read(8))[0]; m=json.loads(f.read(n))['__metadata__']; p=json.loads(m['diffscope.params']); sys.exit(0 if p['contexts']==['a photo of a {}','a cat sitting on a sofa'] else 1)" "$T/ctx.safetensors" \
+    && pass || fail "--context: the delta's params do not list the context prompts"
+}
+printf 'a dog on a sofa\n' > "$T/ctx_none.txt"
+expect_fail "--context line without the concept" "--context line 1 'a dog on a sofa' names none of the concepts \('cat'\) and has no \{\} to put one in" \
+  "$BIN" erase --model $M --concept cat --context "$T/ctx_none.txt" --out "$T/ctx_bad"
+no_file "$T/ctx_bad" "--context line without the concept"
+printf 'a {} and a {}\n' > "$T/ctx_two.txt"
+expect_fail "--context two placeholders" "--context line 1 'a \{\} and a \{\}' has more than one \{\}" \
+  "$BIN" erase --model $M --concept cat --context "$T/ctx_two.txt" --out "$T/ctx_bad"
+printf '# nothing\n\n' > "$T/ctx_empty.txt"
+expect_fail "--context empty file" "--context .*ctx_empty.txt lists no prompts" "$BIN" erase --model $M --concept cat --context "$T/ctx_empty.txt" --out "$T/ctx_bad"
+expect_fail "--context missing file" "--context: .*no_such.txt" "$BIN" erase --model $M --concept cat --context "$T/no_such.txt" --out "$T/ctx_bad"
+expect_fail "--context with --all-tokens" "--context takes no --debias or --all-tokens" "$BIN" erase --model $M --concept cat --context "$T/ctx.txt" --all-tokens --out "$T/ctx_bad"
+printf 'a concatenation of cats\n' > "$T/ctx_glued.txt"
+expect_fail "--context concept only inside other words" "names none of the concepts" "$BIN" erase --model $M --concept cat --context "$T/ctx_glued.txt" --out "$T/ctx_bad"
+no_file "$T/ctx_bad" "--context bad inputs"
 expect_ok "debias" "$BIN" erase --model $M --concept "doctor,nurse" --debias male,female --measured-ratios "0.8,0.2;0.1,0.9" --out "$T/debias" --quiet
 has "debias method" "UCE debias" "$T/stdout"
 # a singular system is regularized and reported

@@ -106,5 +106,26 @@ expect_fail "--head-layers matching nothing" "head layers 'up_blocks.9' match no
   "$BIN" localize --model $M --concept "red circle" --head-layers up_blocks.9 --out "$T/x" --steps 2 --quiet
 expect_fail "missing model" "diffscope" "$BIN" localize --model "$T/no-model" --concept cat --out "$T/x"
 
+# ---- a single colour word with the shapes detector, on the embedded trained model: the prompts' own red
+# objects are the concept; the trained model draws them (baseline presence high), and replacing the whole
+# conditioning with the neutral prompt's (a window over every layer) removes them
+if [ -f models/default/model_index.json ]; then
+  printf 'a red circle on a white background\na blue square and a red star on a gray background\n' >"$T/red_with.txt"
+  printf 'a green circle on a white background\na blue square and a green star on a gray background\n' >"$T/red_without.txt"
+  O="$T/red_word"
+  expect_ok "localize a colour word with the detector" "$BIN" localize --concept red --with "$T/red_with.txt" --without "$T/red_without.txt" \
+    --parts layers --window 7 --detector shapes --out "$O" --quiet && {
+    has "detector ranking" "^layer windows \(by detector drop\):" "$T/stdout"
+    python3 - "$O/summary.json" "$O/layers.csv" <<'PY' && pass || fail "single-word detector: baseline presence or drop: $(grep -o '"detector_presence_baseline":[^,]*' "$O/summary.json")"
+import csv, json, sys
+j = json.load(open(sys.argv[1]))
+rows = list(csv.DictReader(open(sys.argv[2])))
+# presence = found red objects / red objects named (the blue square does not count); the all-layer window swaps
+# in the green prompts' conditioning, so the red objects must go
+sys.exit(0 if j["detector_presence_baseline"] >= 0.5 and len(rows) == 1 and float(rows[0]["detector_drop"]) >= 0.5 else 1)
+PY
+  }
+fi
+
 echo "cli_localize: $passes passed, $fails failed"
 [ $fails -eq 0 ]

@@ -154,7 +154,28 @@ if [ -f models/default/model_index.json ]; then
   if run_ok "eval on models/default" "$E" "$BIN" testbed eval --n 2 --steps 10 --quiet; then
     last_line_ok "eval on models/default" "$E"
   fi
+  # --objects: one row per named object; the per-word rates recomputed from the rows equal the --per-word lines
+  printf 'a red circle and a blue square on a white background\na green star on a gray background\nan orange ring, a yellow triangle and a purple square\na photo of a cat\n' >"$T/objs.txt"
+  E="$T/eval_objs.out"
+  if run_ok "eval --objects" "$E" "$BIN" testbed eval --prompts "$T/objs.txt" --steps 10 --per-word --quiet --objects "$T/objs.csv"; then
+    check_eq "--objects header" "$(head -n 1 "$T/objs.csv")" "prompt,seed,object,color,shape,found"
+    check_eq "--objects rows (6 named objects; the cat prompt names none)" "$(($(wc -l <"$T/objs.csv") - 1))" "6"
+    has "--objects a row" "$T/objs.csv" '^"an orange ring, a yellow triangle and a purple square",2,2,purple,square,[01]$'
+    python3 - "$T/objs.csv" "$E" <<'PY' && ok || bad "--objects: rates from the CSV differ from --per-word"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+want = {}
+for w in "red green blue yellow purple orange circle square triangle star ring".split():
+    hit = [int(r["found"]) for r in rows if w in (r["color"], r["shape"])]
+    want[w] = "%.3f" % (sum(hit) / len(hit)) if hit else "n/a"
+got = dict(l.strip().split("=", 1) for l in open(sys.argv[2]) if "=" in l and not l.startswith("testbed:"))
+sys.exit(0 if got == want else 1)
+PY
+  fi
 fi
+expect_fail "eval --objects into a missing folder" 2 "--objects .*cannot write into folder" \
+  "$BIN" testbed eval --model $M --n 1 --objects "$T/no/such/objs.csv"
+expect_fail "eval --objects is a folder" 2 "--objects .* is a folder" "$BIN" testbed eval --model $M --n 1 --objects "$T"
 
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

@@ -187,8 +187,8 @@ static void test_reference_cases(void) {
             CHECK(ds_edit_time_align(m->m->tok, &e, p.src, p.dst, idx) == DS_OK);
             for (int r = 0; r < 77; r++) CHECKF(idx[r] == align[r], "%s: alignment[%d] = %d, reference %d", cname, r, idx[r], align[r]);
         } else {
-            const char *concepts[16], *guides[16], *preserve[16], *attrs[16];
-            int nc, ng = 0, np, na = 0;
+            const char *concepts[16], *guides[16], *preserve[16], *attrs[16], *contexts[16];
+            int nc, ng = 0, np, na = 0, nx = 0;
             strings(cJSON_GetObjectItem(c, "concepts"), concepts, &nc);
             strings(cJSON_GetObjectItem(c, "preserve"), preserve, &np);
             ds_uce_params p;
@@ -210,12 +210,15 @@ static void test_reference_cases(void) {
                 p.guides = guides;
                 p.n_guides = ng;
                 p.all_tokens = cJSON_IsTrue(cJSON_GetObjectItem(c, "all_tokens"));
-                // subject positions = UCE's attention_mask.sum() - 2
+                strings(cJSON_GetObjectItem(c, "contexts"), contexts, &nx);
+                p.contexts = contexts;
+                p.n_contexts = nx;
+                // subject positions = UCE's attention_mask.sum() - 2 (in-context keys have none)
                 int32_t pos[16];
                 snprintf(name, sizeof name, "%s.positions", cname);
-                int npos = fix_i32(ref, name, pos, 16);
+                int npos = nx ? nc : fix_i32(ref, name, pos, 16);
                 CHECKF(npos == nc, "%s: fixture positions", cname);
-                for (int ci = 0; ci < nc && ci < npos; ci++) {
+                for (int ci = 0; !nx && ci < nc && ci < npos; ci++) {
                     ds_edit_subject s;
                     CHECK(ds_edit_subject_token(m->m->tok, &e, concepts[ci], &s) == DS_OK);
                     CHECKF(s.pos == pos[ci], "%s: '%s' subject position %d, UCE's %d", cname, concepts[ci], s.pos, pos[ci]);

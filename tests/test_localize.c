@@ -824,7 +824,31 @@ static void test_errors(void) {
     CHECK(ds_localize(ctx, model, &p, &r) == DS_ERR_ARG && strstr(ds_last_error(ctx), "detector"));
 }
 
+// Ranking: descending by the metric, NaN last; equal detector drops (they move in steps of 1/prompts) are
+// ordered by the image change, then by index. Hand-made scores, the expected ranks worked out by hand.
+static void test_rank_ties(void) {
+    ds_loc_score s[5];
+    memset(s, 0, sizeof s);
+    const double det[5] = {0.5, 0.5, NAN, 0.75, 0.5}, img[5] = {0.01, 0.03, 0.9, 0.0, 0.03}, mass[5] = {9, 1, 2, 3, 4};
+    for (int i = 0; i < 5; i++) {
+        s[i].detector_drop = det[i];
+        s[i].image_change = img[i];
+        s[i].mass_drop = mass[i];
+    }
+    ds_loc_rank(s, 5, DS_LOC_RANK_AUTO, 1);  // by the detector: 3 (0.75), then 1 and 4 (0.5, image 0.03: index), 0, NaN
+    const int want[5] = {4, 2, 5, 1, 3};
+    for (int i = 0; i < 5; i++) CHECKF(s[i].rank == want[i], "detector rank of %d: %d, want %d", i, s[i].rank, want[i]);
+    ds_loc_rank(s, 5, DS_LOC_RANK_AUTO, 0);  // by the mass drop: 0, 4, 3, 2, 1
+    const int want_mass[5] = {1, 5, 4, 3, 2};
+    for (int i = 0; i < 5; i++) CHECKF(s[i].rank == want_mass[i], "mass rank of %d: %d, want %d", i, s[i].rank, want_mass[i]);
+    s[0].image_change = s[1].image_change = 0.5;  // by the image change, ties by the mass drop: 0 (9) before 1 (1)
+    ds_loc_rank(s, 5, DS_LOC_RANK_IMAGE, 1);
+    const int want_img[5] = {2, 3, 1, 5, 4};
+    for (int i = 0; i < 5; i++) CHECKF(s[i].rank == want_img[i], "image rank of %d: %d, want %d", i, s[i].rank, want_img[i]);
+}
+
 int main(void) {
+    test_rank_ties();
     ctx = ds_context_create();
     if (ds_model_load(ctx, MODEL, &model) != DS_OK) {
         fprintf(stderr, "load: %s\n", ds_last_error(ctx));

@@ -67,6 +67,11 @@ CASES = [
          preserve_scale=1.0),
     dict(name="sd1_time", model="sd1", method="time", src="a pack of roses", dst="a pack of blue roses", lam=0.1,
          augment=True),
+    # in-context keys (MACE's closed-form refinement; diffscope erase --context): templates with {} and plain
+    # prompts naming a concept; a two-token concept with a one-token guide; the empty guide deletes the word
+    dict(name="sd1_context", model="sd1", method="uce", concepts=["cat", "Van Gogh"], guides=["", "art"],
+         preserve=["dog"], contexts=["a photo of a {}", "a {} sitting on a sofa", "a painting by Van Gogh of a house",
+                                     "my cat, asleep"], lam=0.5, erase_scale=1.5, preserve_scale=0.7, all_tokens=False),
     dict(name="sd2_erase", model="sd2", method="uce", concepts=["astronaut"], guides=[""], preserve=["horse"],
          lam=0.5, erase_scale=1.0, preserve_scale=1.0, all_tokens=False),
     dict(name="sd2_time", model="sd2", method="time", src="An apple on a table", dst="A green apple on a wooden table",
@@ -152,6 +157,49 @@ def uce_keys(case, tok, te):
         else:
             K.append(emb[ip, last[ip]]); T.append(emb[ip, last[ip]]); S.append(case["preserve_scale"])
     return np.array(K), np.array(T), np.array(S), lam, np.array(positions, dtype=np.int32)
+
+
+def context_keys(case, tok, te):
+    """In-context keys, written from the method's description (MACE, Lu et al. 2024, closed-form refinement): for
+    each context prompt P = prefix + concept + suffix, every position q from the concept's first token a on is a
+    key; its target is the prompt with the guide in the concept's place at position a + n_guide - 1 for the
+    concept's own tokens and q - n_concept + n_guide after them (clamped to 76); each preserved word x in the
+    concept's place gives identity keys for its positions a..76, once per distinct prompt. A line with "{}" is a
+    template; otherwise the line must name a concept (first whole-word, case-insensitive occurrence)."""
+    import re
+    guides = case["guides"] * (len(case["concepts"]) if len(case["guides"]) == 1 else 1)
+    ntok = lambda text: len(tok(text).input_ids) - 2
+    items, kept = [], set()   # (kind, src, dst, a, n_src, n_dst)
+    for line in case["contexts"]:
+        for c, g in zip(case["concepts"], guides):
+            if "{}" in line:
+                at, ln = line.index("{}"), 2
+            else:
+                m = re.search(r"(?<![A-Za-z0-9])" + re.escape(c) + r"(?![A-Za-z0-9])", line, re.IGNORECASE)
+                if not m:
+                    continue
+                at, ln = m.start(), len(c)
+            pre, suf = line[:at], line[at + ln:]
+            a = 1 + ntok(pre)
+            items.append(("erase", pre + c + suf, pre + g + suf, a, ntok(pre + c) - ntok(pre),
+                          ntok(pre + g) - ntok(pre) if g else 0))
+            for x in case["preserve"]:
+                px = pre + x + suf
+                if px not in kept:
+                    kept.add(px)
+                    items.append(("keep", px, px, a, 0, 0))
+    texts = list(dict.fromkeys([t for it in items for t in it[1:3]]))
+    emb, _, _ = encode(tok, te, texts)
+    idx = {t: i for i, t in enumerate(texts)}
+    K, T, S = [], [], []
+    for kind, src, dst, a, nc, ng in items:
+        for q in range(a, 77):
+            if kind == "keep":
+                K.append(emb[idx[src], q]); T.append(emb[idx[src], q]); S.append(case["preserve_scale"])
+                continue
+            t = a + ng - 1 if q < a + nc else q - nc + ng
+            K.append(emb[idx[src], q]); T.append(emb[idx[dst], min(t, 76)]); S.append(case["erase_scale"])
+    return np.array(K), np.array(T), np.array(S), case["lam"], None
 
 
 def time_texts(case):
@@ -360,6 +408,8 @@ def main():
         if c["method"] == "time":
             K, T, S, lam, align = time_keys(c, tok, te)
             tensors[c["name"] + ".align"] = align
+        elif c.get("contexts"):
+            K, T, S, lam, pos = context_keys(c, tok, te)
         else:
             K, T, S, lam, pos = uce_keys(c, tok, te)
             if pos is not None:

@@ -226,7 +226,7 @@ int cmd_erase(int argc, char** argv);
 int cmd_erase(int argc, char** argv) {
     const char *model = NULL, *concept = NULL, *guide = NULL, *preserve = NULL, *preserve_file = NULL, *out = NULL,
                *lambda_s = "0.5", *erase_s = "1", *preserve_s = "1", *debias = NULL, *desired = NULL, *measured = NULL,
-               *matrices = "kv";
+               *matrices = "kv", *context = NULL;
     int moderate = 0, all_tokens = 0, per_layer = 0, delta_only = 0, quiet = 0;
     const arg_spec specs[] = {
         {"model", ARG_STR, &model, "PATH", "diffusers folder or single-file .safetensors (default: the embedded model)", 1, 0, 0},
@@ -242,6 +242,7 @@ int cmd_erase(int argc, char** argv) {
         {"desired-ratios", ARG_STR, &desired, "R,R", "with --debias: target share of each attribute (default uniform)", 1, 0, 0},
         {"measured-ratios", ARG_STR, &measured, "R,R[;R,R]", "with --debias: the measured share of each attribute, one group for all concepts or one per concept (;)", 1, 0, 0},
         {"all-tokens", ARG_FLAG, &all_tokens, NULL, "paper-era keys: every position from the subject token on (default: the subject token only)", 1, 0, 0},
+        {"context", ARG_STR, &context, "FILE", "in-context keys: prompts using the concepts, one per line, each a template with one {} or naming a concept; every position from the concept on is erased, and kept for --preserve words in its place (MACE; for models that carry a word in the tokens after it)", 1, 0, 0},
         {"matrices", ARG_STR, &matrices, "kv|k|v", "edit attn2.to_k and to_v (kv, default), or one of them", 1, 0, 0},
         {"per-layer", ARG_FLAG, &per_layer, NULL, "solve each matrix separately (the general form; same result, slower)", 1, 0, 0},
         {"delta", ARG_FLAG, &delta_only, NULL, "write only the change ΔW as a delta .safetensors (apply it with diffscope apply)", 1, 0, 0},
@@ -264,7 +265,8 @@ int cmd_erase(int argc, char** argv) {
     if (!debias && (desired || measured)) { fprintf(stderr, "diffscope erase: --desired-ratios and --measured-ratios need --debias\n"); return 2; }
     if (debias && !measured) { fprintf(stderr, "diffscope erase: --debias needs --measured-ratios (the attribute shares measured on the model's images)\n"); return 2; }
     if (preserve && preserve_file) { fprintf(stderr, "diffscope erase: give --preserve or --preserve-file, not both\n"); return 2; }
-    strlist concepts = {0}, guides = {0}, keep = {0}, attrs = {0};
+    if (context && (debias || all_tokens)) { fprintf(stderr, "diffscope erase: --context takes no --debias or --all-tokens (its keys are every position from the concept on)\n"); return 2; }
+    strlist concepts = {0}, guides = {0}, keep = {0}, attrs = {0}, contexts = {0};
     double* deltas = NULL;
     int rc = 0;
     sl_split(&concepts, concept, ',');
@@ -296,6 +298,25 @@ int cmd_erase(int argc, char** argv) {
             sl_free(&lines);
             free(text);
             if (keep.n == 0) { fprintf(stderr, "diffscope erase: --preserve-file %s lists no concepts\n", preserve_file); rc = 2; }
+        }
+    }
+    if (!rc && context) {
+        ds_err e = {0};
+        char* text = NULL;
+        if (ds_read_file(&e, context, &text, NULL) != DS_OK) {
+            fprintf(stderr, "diffscope erase: --context: %s\n", e.msg);
+            rc = 2;
+        } else {
+            strlist lines = {0};
+            sl_split(&lines, text, '\n');
+            for (int i = 0; i < lines.n; i++) {
+                size_t n = strlen(lines.s[i]);
+                while (n > 0 && (lines.s[i][n - 1] == '\r' || lines.s[i][n - 1] == ' ')) n--;
+                if (n > 0 && lines.s[i][0] != '#') sl_push(&contexts, lines.s[i], n);
+            }
+            sl_free(&lines);
+            free(text);
+            if (contexts.n == 0) { fprintf(stderr, "diffscope erase: --context %s lists no prompts\n", context); rc = 2; }
         }
     }
     if (!rc && debias) {
@@ -362,6 +383,8 @@ int cmd_erase(int argc, char** argv) {
         p.erase_scale = es;
         p.preserve_scale = ps;
         p.all_tokens = all_tokens;
+        p.contexts = (const char* const*)contexts.s;
+        p.n_contexts = contexts.n;
         p.attributes = (const char* const*)attrs.s;
         p.n_attributes = attrs.n;
         p.deltas = deltas;
@@ -399,6 +422,7 @@ int cmd_erase(int argc, char** argv) {
         cJSON_AddNumberToObject(j, "erase_scale", es);
         cJSON_AddNumberToObject(j, "preserve_scale", ps);
         cJSON_AddBoolToObject(j, "all_tokens", all_tokens);
+        if (contexts.n) { s = json_strings(&contexts); cJSON_AddRawToObject(j, "contexts", s); free(s); }
         add_common(j, &res, &keys, which);
         char* pj = cJSON_PrintUnformatted(j);
         cJSON_Delete(j);
@@ -414,6 +438,7 @@ int cmd_erase(int argc, char** argv) {
     sl_free(&guides);
     sl_free(&keep);
     sl_free(&attrs);
+    sl_free(&contexts);
     return rc;
 }
 

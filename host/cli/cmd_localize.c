@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -119,24 +120,52 @@ static int make_out_dir(const char* path) {
 
 // ---- the scene-world detector (detect.h) --------------------------------------------------------------
 
+// A concept "red circle" is that object; a single colour or shape word ("red") is every object of the
+// prompt that word describes ("a red star and a blue ring" → the red star), so the presence is the share of
+// them the detector still finds.
 typedef struct shapes_det {
     ds_scene_query objs[8];
     int n;
+    int word_kind;   // -1: the objects above; 0: a colour word, 1: a shape word
+    int word_index;
 } shapes_det;
+
+static int shapes_word(const char* concept, int* kind, int* index) {
+    for (int i = 0; i < DS_SCENE_N_COLORS; i++)
+        if (!strcasecmp(concept, ds_scene_color_names[i])) { *kind = 0; *index = i; return 1; }
+    for (int i = 0; i < DS_SCENE_N_SHAPES; i++)
+        if (!strcasecmp(concept, ds_scene_shape_names[i])) { *kind = 1; *index = i; return 1; }
+    return 0;
+}
 
 static int shapes_detect(void* user, const uint8_t* rgb, int w, int h, const char* prompt, const char* concept,
                          float* presence) {
+    (void)concept;
     shapes_det* d = user;
+    ds_scene_query objs[8];
+    int n = d->n;
+    memcpy(objs, d->objs, sizeof objs);
+    if (d->word_kind >= 0) {
+        ds_scene_query all[8];
+        int bg = -1, na = ds_scene_parse_caption(prompt, all, 8, &bg);
+        n = 0;
+        for (int i = 0; i < na; i++)
+            if ((d->word_kind == 0 ? all[i].color : all[i].shape) == d->word_index) objs[n++] = all[i];
+    }
+    if (n == 0) {
+        *presence = 0.0f;  // the prompt does not name it: nothing to lose
+        return DS_OK;
+    }
     ds_err e = {0};
     ds_detection det;
     int rc = ds_detect_analyze(&e, rgb, w, h, &det);
     if (rc) return rc;
     ds_detect_match match[8];
-    ds_detect_match_objects(&det, d->objs, d->n, match);
+    ds_detect_match_objects(&det, objs, n, match);
     int found = 0;
-    for (int i = 0; i < d->n; i++) found += match[i].found;
+    for (int i = 0; i < n; i++) found += match[i].found;
     ds_detection_free(&det);
-    *presence = d->n ? (float)found / (float)d->n : 0.0f;
+    *presence = (float)found / (float)n;
     return DS_OK;
 }
 
@@ -886,7 +915,7 @@ int cmd_localize(int argc, char** argv) {
         {"head-prompts", ARG_INT, &head_prompts, "N", "heads: concept prompts used for the ablations, 0 = all (default 2)", 0, 100000, 0},
         {"head-layers", ARG_STR, &head_layers, "LIST", "heads: ablate only these attn2 layers' heads: path prefixes (up_blocks.1) or labels (u1, u1.a0.t0)", 1, 0, 0},
         {"rank-by", ARG_STR, &rank_by, "METRIC", "auto|mass|image|detector (auto: detector when given, else mass)", 1, 0, 0},
-        {"detector", ARG_STR, &detector, "NAME", "none|shapes (shapes: the scene-world detector, for concepts like 'red circle')", 1, 0, 0},
+        {"detector", ARG_STR, &detector, "NAME", "none|shapes (shapes: the scene-world detector, for concepts like 'red circle', 'red' or 'circle')", 1, 0, 0},
         {"out", ARG_STR, &out, "DIR", "output folder (created; files in it are replaced)", 1, 0, 1},
         {"quiet", ARG_FLAG, &quiet, NULL, "no progress output", 1, 0, 0},
     };
@@ -924,7 +953,10 @@ int cmd_localize(int argc, char** argv) {
     k_style = !strcmp(kind, "style");
     rb = !strcmp(rank_by, "mass") ? DS_LOC_RANK_MASS : !strcmp(rank_by, "image") ? DS_LOC_RANK_IMAGE
        : !strcmp(rank_by, "detector") ? DS_LOC_RANK_DETECTOR : DS_LOC_RANK_AUTO;
-    if (!strcmp(detector, "shapes")) {
+    det.word_kind = -1;
+    if (!strcmp(detector, "shapes") && shapes_word(concept, &det.word_kind, &det.word_index)) {
+        // a single colour or shape word: the prompts' own objects with that word
+    } else if (!strcmp(detector, "shapes")) {
         char* cap = malloc(strlen(concept) + 4);
         sprintf(cap, "a %s", concept);
         int bg = -1;
@@ -932,7 +964,7 @@ int cmd_localize(int argc, char** argv) {
         free(cap);
         if (det.n < 1) {
             free(concept);
-            return fail(2, "--detector shapes: the concept '%s' names no scene-world object (a colour and a shape, e.g. 'red circle')",
+            return fail(2, "--detector shapes: the concept '%s' names no scene-world object (a colour and a shape, e.g. 'red circle', or one colour or shape word)",
                         concept_arg);
         }
     }
@@ -1007,7 +1039,7 @@ int cmd_localize(int argc, char** argv) {
     p.head_prompts = head_prompts;
     p.head_layers = head_layers;
     p.rank_by = rb;
-    if (det.n) {
+    if (det.n || det.word_kind >= 0) {
         p.detector = shapes_detect;
         p.detector_user = &det;
     }
@@ -1023,7 +1055,7 @@ int cmd_localize(int argc, char** argv) {
         rc = fail(1, "%s", strncmp(msg, "localize: ", 10) ? msg : msg + 10);
     } else {
         ctxo o = {.dir = out, .r = &r, .p = &p, .model = model ? model : "(embedded default)", .arch = info.arch_name,
-                  .kind = kind, .detector = det.n ? "shapes" : NULL};
+                  .kind = kind, .detector = (det.n || det.word_kind >= 0) ? "shapes" : NULL};
         const char* files[16];
         int nf = 0;
         if (!rc && r.has_neurons) {

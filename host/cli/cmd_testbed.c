@@ -10,6 +10,7 @@
 // Every flag (and the prompts file, the output folder) is checked before the model is loaded or a file written.
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,8 +142,46 @@ static void print_words(const ds_testbed_result* r) {
     }
 }
 
+// A growing text buffer for --objects (written atomically at the end).
+typedef struct text_buf {
+    char* s;
+    size_t n, cap;
+    int oom;
+} text_buf;
+
+static void tb_printf(text_buf* b, const char* fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void tb_printf(text_buf* b, const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (k < 0 || b->oom) return;
+    if (b->n + (size_t)k + 1 > b->cap) {
+        size_t cap = 2 * (b->n + (size_t)k + 1) + 4096;
+        char* ns = realloc(b->s, cap);
+        if (!ns) { b->oom = 1; return; }
+        b->s = ns;
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)k;
+}
+
+// CSV field: quoted, inner quotes doubled.
+static void tb_csv_text(text_buf* b, const char* t) {
+    tb_printf(b, "\"");
+    for (; *t; t++) tb_printf(b, *t == '"' ? "\"\"" : "%c", *t);
+    tb_printf(b, "\"");
+}
+
 static int cmd_testbed_eval(int argc, char** argv) {
-    const char *model = NULL, *prompts_path = NULL, *sampler = "default";
+    const char *model = NULL, *prompts_path = NULL, *sampler = "default", *objects_path = NULL;
     int n = 50, quiet = 0, per_word = 0, steps = 20;
     int first = 0;
     uint64_t seed = 0;
@@ -159,6 +198,7 @@ static int cmd_testbed_eval(int argc, char** argv) {
         {"strength", ARG_FLOAT, &strength, "F", "real images: fraction of the schedule re-run, 0.05..1 (default 0.5)", 0.05, 1, 0},
         {"tau", ARG_FLOAT, &tau, "F", "mask threshold on the min-max normalized DAAM map, 0..1 (default 0.4)", 0, 1, 0},
         {"per-word", ARG_FLAG, &per_word, NULL, "also print WORD=RATE (detection rate) for every colour and shape word", 1, 0, 0},
+        {"objects", ARG_STR, &objects_path, "FILE", "also write one CSV row per named object of the generated images: prompt,seed,object,color,shape,found", 1, 0, 0},
         {"quiet", ARG_FLAG, &quiet, NULL, "no per-image lines and no notes: only --per-word lines and the summary", 1, 0, 0},
     };
     const arg_command cmd = {"testbed eval",
@@ -180,6 +220,7 @@ static int cmd_testbed_eval(int argc, char** argv) {
         fprintf(stderr, "diffscope testbed eval: --first picks held-out scenes; it does not apply to --prompts\n");
         return 2;
     }
+    if (objects_path && !cli_check_writable_file("testbed eval", "--objects", objects_path)) return 2;
     tp.steps = steps;
     tp.guidance = guidance;
     tp.strength = strength;
@@ -233,6 +274,8 @@ static int cmd_testbed_eval(int argc, char** argv) {
     }
     ds_testbed_totals tot;
     memset(&tot, 0, sizeof tot);
+    text_buf objs = {0};
+    if (objects_path) tb_printf(&objs, "prompt,seed,object,color,shape,found\n");
     double t0 = now_s();
     int outside = 0;
     for (int i = 0; i < n && !rc; i++) {
@@ -254,6 +297,11 @@ static int cmd_testbed_eval(int argc, char** argv) {
         }
         ds_testbed_totals_add(&tot, &g, 0);
         outside += g.n_named == 0;
+        for (int k = 0; objects_path && k < g.n_named; k++) {
+            tb_csv_text(&objs, prompt);
+            tb_printf(&objs, ",%llu,%d,%s,%s,%d\n", (unsigned long long)(seed + (uint64_t)i), k,
+                      ds_scene_color_names[g.named[k].color], ds_scene_shape_names[g.named[k].shape], g.found[k]);
+        }
         int have_real = 0;
         if (!prompts_path) {
             if (ds_testbed_eval_real(&e, ctx, m, cap, scene_seed, seed + (uint64_t)i, &tp, &r, NULL) != DS_OK) {
@@ -311,12 +359,23 @@ static int cmd_testbed_eval(int argc, char** argv) {
                     printf("%s=%s\n", ds_testbed_word_name(kind, k), a);
                 }
             }
+        if (objects_path) {
+            ds_err e = {0};
+            if (objs.oom) {
+                fprintf(stderr, "diffscope testbed eval: --objects %s: out of memory\n", objects_path);
+                rc = 1;
+            } else if (ds_write_file_atomic(&e, objects_path, objs.s, objs.n) != DS_OK) {
+                fprintf(stderr, "diffscope testbed eval: --objects: %s\n", e.msg);
+                rc = 1;
+            }
+        }
         fmt_rate(a, sizeof a, ds_testbed_detect_rate(&tot));
         fmt_rate(b, sizeof b, ds_testbed_miou(&tot, 0, DS_TESTBED_SHAPE));
         fmt_rate(c, sizeof c, ds_testbed_miou(&tot, 1, DS_TESTBED_SHAPE));
         printf("testbed: detect=%s miou_gen=%s miou_real=%s\n", a, b, c);
         fflush(stdout);
     }
+    free(objs.s);
     ds_capture_free(cap);
     ds_model_free(m);
     ds_context_free(ctx);
