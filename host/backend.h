@@ -150,6 +150,15 @@ struct ds_backend {
     // statistic). Accumulates; sum and sumsq are alloc_f32 memory.
     void (*column_stats)(ds_backend* be, const float* x, int64_t rows, int64_t F, float* sum,
                          float* sumsq, int l2_rows);
+
+    // ---- fp64 linear algebra (closed-form edits)
+    // Solves A X = B for a symmetric positive definite A (n × n, column-major; the lower triangle
+    // is used) and nrhs right-hand sides B (n × nrhs, column-major); X overwrites B. Host memory in
+    // and out, fp64 throughout (Cholesky). Returns 0; k > 0 when A is not numerically positive
+    // definite (its order-k minor), A and B then unspecified; < 0 when the device cannot take it
+    // (out of its memory). Optional: NULL means the caller solves on the host (LAPACK).
+    int (*solve_spd_f64)(ds_backend* be, int n, int nrhs, double* A, double* B);
+    const char* solver_name;  // what solve_spd_f64 uses, for reports ("cuSOLVER potrf/potrs")
 };
 
 // DS_OK, or the backend's failure recorded in e (DS_ERR_OOM: the one failure ops record) — call

@@ -89,6 +89,10 @@ static int list_blocks(ds_edit_model* em, ds_err* e) {
 }
 
 int ds_edit_model_open(ds_err* e, const char* path, ds_edit_model* em) {
+    return ds_edit_model_open_on(e, NULL, path, em);
+}
+
+int ds_edit_model_open_on(ds_err* e, ds_context* ctx, const char* path, ds_edit_model* em) {
     memset(em, 0, sizeof *em);
     if (!path || !*path) return ds_errf(e, DS_ERR_ARG, "--model: a path is required");
     ds_model* m = ds_calloc(e, 1, sizeof *m, "model");
@@ -99,7 +103,17 @@ int ds_edit_model_open(ds_err* e, const char* path, ds_edit_model* em) {
     // machine whose other cores are busy, its spin-waiting team costs far more (measured on 2
     // shared cores: load 0.7 → 0.3 s, keys 0.65 → 0.05 s). The solve's update loop keeps its own
     // OpenMP team (coarse, 32 matrices).
-    m->be = ds_backend_cpu_create(1);
+    if (ctx) {  // the context's device; on a GPU the text encoder stores fp32 unless --precision says otherwise
+        if (ds_context_backend(ctx, 0, 1, DS_ACT_F32, &m->be, &m->precision) != DS_OK) {
+            int code = ctx->err.code;
+            ds_errf(e, code, "%s", ctx->err.msg);
+            ds_edit_model_close(em);
+            return code;
+        }
+    } else {
+        m->be = ds_backend_cpu_create(1);
+        m->precision = "fp32";
+    }
     m->ws = m->be ? ds_weights_create(m->be) : NULL;
     if (m->ws) ds_weights_set_threads(m->ws, 1);
     m->path = strdup(path);
@@ -264,6 +278,7 @@ int ds_edit_encode(ds_edit_model* em, ds_err* e, const char* const* prompts, int
         ds_tensor h = ds_arena_tensor(&m->arena, e, 3, B, P, D, 0);
         if (!h.data) rc = DS_ERR_OOM;
         if (!rc) rc = ds_clip_text_forward(&text, &run, local, B, P, 0, &h);
+        if (!rc) rc = ds_backend_check(m->be, e);  // a GPU op that could not get memory
         if (!rc) {
             m->be->download(m->be, host, h.data, (int64_t)B * P * D);
             for (int b = 0; b < B; b++)
@@ -515,15 +530,29 @@ static double* build_B(ds_err* e, const ds_edit_keys* k, double lambda) {
 
 // Solves B X = R for nrhs right-hand sides stored as rows of R (nrhs × d row-major = column-major
 // d × nrhs); X overwrites R. Cholesky first (B is SPD for λ > 0), LU if that fails.
-static int solve_B(ds_err* e, const ds_edit_keys* k, double lambda, double* R, int64_t nrhs) {
+// use_device: try k->solver's solve_spd_f64 first (the shared solve; the per-layer path runs in
+// host threads and stays on LAPACK). *solver (optional) names what solved it.
+static int solve_B(ds_err* e, const ds_edit_keys* k, double lambda, double* R, int64_t nrhs, int use_device,
+                   const char** solver) {
     int d = k->d, n = (int)nrhs, info = 0;
     double* B = build_B(e, k, lambda);
     if (!B) return DS_ERR_OOM;
     double* Rc = ds_malloc(e, sizeof(double) * (size_t)nrhs * d, "right-hand sides");
     if (!Rc) { free(B); return DS_ERR_OOM; }
     memcpy(Rc, R, sizeof(double) * (size_t)nrhs * d);
-    dposv_("L", &d, &n, B, &d, R, &d, &info, 1);
-    if (info != 0) {  // not numerically positive definite: general LU on a fresh copy
+    ds_backend* be = use_device ? k->solver : NULL;
+    int dev = -1;  // -1: not tried, or the device could not take it; 0: solved there; > 0: not SPD there
+    if (be && be->solve_spd_f64) {
+        dev = be->solve_spd_f64(be, d, n, B, R);
+        if (dev != 0) {  // the device may have overwritten both: start again from fresh copies
+            free(B);
+            if (!(B = build_B(e, k, lambda))) { free(Rc); return DS_ERR_OOM; }
+            memcpy(R, Rc, sizeof(double) * (size_t)nrhs * d);
+        }
+    }
+    const char* name = be && dev == 0 ? be->solver_name : "LAPACK dposv";
+    if (dev < 0) dposv_("L", &d, &n, B, &d, R, &d, &info, 1);
+    if (dev > 0 || info != 0) {  // not numerically positive definite: general LU on a fresh copy
         free(B);
         B = build_B(e, k, lambda);
         int* ipiv = ds_malloc(e, sizeof(int) * (size_t)d, "pivots");
@@ -531,12 +560,14 @@ static int solve_B(ds_err* e, const ds_edit_keys* k, double lambda, double* R, i
         memcpy(R, Rc, sizeof(double) * (size_t)nrhs * d);
         dgesv_(&d, &n, B, &d, ipiv, R, &d, &info);
         free(ipiv);
+        name = "LAPACK dgesv";
         if (info != 0) {
             free(B);
             free(Rc);
             return ds_errf(e, DS_ERR_INTERNAL, "the edit system λI + Σ s k kᵀ is singular (dgesv info %d) even with λ = %g", info, lambda);
         }
     }
+    if (solver) *solver = name;
     free(B);
     free(Rc);
     return DS_OK;
@@ -557,7 +588,7 @@ int ds_edit_shared_solve(ds_err* e, const ds_edit_keys* k, int force_explicit, d
         s->U[i] = k->s[i / (size_t)d] * (k->T[i] - k->K[i]);
         s->Q[i] = k->K[i];
     }
-    int rc = solve_B(e, k, s->lambda, s->Q, n);  // rows of Q: (B⁻¹ kᵢ)ᵀ
+    int rc = solve_B(e, k, s->lambda, s->Q, n, 1, &s->solver);  // rows of Q: (B⁻¹ kᵢ)ᵀ
     if (!rc && (force_explicit || 2 * n >= d)) {
         s->Dm = ds_malloc(e, sizeof(double) * (size_t)d * d, "M − I");
         if (!s->Dm) rc = DS_ERR_OOM;
@@ -610,7 +641,7 @@ int ds_edit_solve_layer(ds_err* e, const double* W0, int64_t out, const ds_edit_
         free(sk);
     }
     // W' = R B⁻¹  ⇔  B W'ᵀ = Rᵀ (B symmetric); R row-major is Rᵀ column-major
-    return solve_B(e, k, lam, Wn, out);
+    return solve_B(e, k, lam, Wn, out, 0, NULL);
 }
 
 // ---- recipes -----------------------------------------------------------------------------------
@@ -687,6 +718,7 @@ static void warn_split(const ds_uce_params* p, const text_set* ts, int i, const 
 int ds_uce_keys(ds_edit_model* em, ds_err* e, const ds_uce_params* p, ds_edit_keys* out) {
     const int D = em->m->text_cfg.hidden;
     ds_edit_keys_init(out, D, p->lambda);
+    out->solver = em->m->be;  // the backend the text encoder runs on also solves (cuSOLVER on CUDA)
     if (p->n_concepts < 1) return ds_errf(e, DS_ERR_ARG, "--concept: at least one concept is required");
     if (!(p->lambda >= 0) || !isfinite(p->lambda)) return ds_errf(e, DS_ERR_ARG, "--lambda must be a finite number >= 0");
     if (p->n_guides > 1 && p->n_guides != p->n_concepts)
@@ -797,6 +829,7 @@ static char* time_augment(const char* prefix, const char* text) {
 int ds_time_keys(ds_edit_model* em, ds_err* e, const ds_time_params* p, ds_edit_keys* out) {
     const int D = em->m->text_cfg.hidden, L = DS_TOK_CONTEXT;
     ds_edit_keys_init(out, D, p->lambda);
+    out->solver = em->m->be;  // the backend the text encoder runs on also solves (cuSOLVER on CUDA)
     if (!p->src || !p->dst) return ds_errf(e, DS_ERR_ARG, "--from and --to are required");
     if (!(p->lambda >= 0) || !isfinite(p->lambda)) return ds_errf(e, DS_ERR_ARG, "--lambda must be a finite number >= 0");
     static const char* const prefixes[] = {"A photo of ", "An image of ", "A picture of "};

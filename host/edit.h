@@ -38,7 +38,10 @@ typedef struct ds_edit_model {
     char** blocks;        // their paths in module order, "down_blocks.1.attentions.0.transformer_blocks.0"
 } ds_edit_model;
 
-int ds_edit_model_open(ds_err* e, const char* path, ds_edit_model* em);
+int ds_edit_model_open(ds_err* e, const char* path, ds_edit_model* em);  // on the CPU
+// On ctx's device (ds_context_backend: --device / --precision / $DIFFSCOPE_DEVICE; fp32 storage on a GPU
+// by default); ctx NULL: the CPU. On CUDA the text encoder runs there and the shared solve uses cuSOLVER.
+int ds_edit_model_open_on(ds_err* e, ds_context* ctx, const char* path, ds_edit_model* em);
 void ds_edit_model_close(ds_edit_model* em);
 
 // Reads tensor `name` of the store (any float dtype of the file) as fp64, *out malloc'd.
@@ -86,6 +89,8 @@ typedef struct ds_edit_keys {
     double* s;      // (n)
     char** label;   // (n) what each key is, for messages ("erase 'cat' → ''", "preserve 'dog'")
     double lambda;
+    ds_backend* solver;  // where the shared solve's d × d Cholesky runs: its solve_spd_f64 (cuSOLVER on
+                         // the CUDA backend); NULL or a backend without one: LAPACK on the host
 } ds_edit_keys;
 void ds_edit_keys_init(ds_edit_keys* k, int d, double lambda);
 int ds_edit_keys_add(ds_edit_keys* k, ds_err* e, const double* key, const double* target, double s,
@@ -98,6 +103,7 @@ typedef struct ds_edit_solution {
     double cond_requested, cond;      // cond₂(λI + Σ s k kᵀ) before / after regularization (inf: singular)
     int regularized;
     int explicit_m;                   // 1: Dm = M − I formed (d × d); 0: low-rank U, Q
+    const char* solver;               // what solved it: "LAPACK dposv", "LAPACK dgesv" or the backend's
     double* Dm;                       // (d, d) row-major when explicit_m
     double* U;                        // (n, d) rows sᵢ(tᵢ − kᵢ)
     double* Q;                        // (n, d) rows (B⁻¹kᵢ)ᵀ

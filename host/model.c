@@ -73,19 +73,20 @@ const char* ds_context_device_notice(const ds_context* ctx) {
     return ctx && ctx->device_notice[0] ? ctx->device_notice : NULL;
 }
 
-// The backend the context asks for: CUDA (AUTO falls back to the CPU and records why).
-static int create_backend(ds_context* ctx, ds_model* m, int force_cpu) {
+int ds_context_backend(ds_context* ctx, int force_cpu, int cpu_threads, ds_act_dtype gpu_default, ds_backend** be,
+                       const char** precision) {
     ds_err* e = &ctx->err;
     if (!force_cpu) ctx->device_notice[0] = 0;
     if (ctx->device != DS_DEVICE_CPU && !force_cpu) {
-        ds_cuda_options o = {0, DS_ACT_F16};
+        ds_cuda_options o = {0, gpu_default};
+        if (ctx->precision == DS_PRECISION_FP16) o.dtype = DS_ACT_F16;
         if (ctx->precision == DS_PRECISION_BF16) o.dtype = DS_ACT_BF16;
         if (ctx->precision == DS_PRECISION_FP32) o.dtype = DS_ACT_F32;
         ds_err ce;
         ds_err_clear(&ce);
-        m->be = ds_backend_cuda_create(&ce, &o);
-        if (m->be) {
-            m->precision = o.dtype == DS_ACT_F16 ? "fp16" : o.dtype == DS_ACT_BF16 ? "bf16" : "fp32";
+        *be = ds_backend_cuda_create(&ce, &o);
+        if (*be) {
+            *precision = o.dtype == DS_ACT_F16 ? "fp16" : o.dtype == DS_ACT_BF16 ? "bf16" : "fp32";
             return DS_OK;
         }
         const char* why = ce.msg;
@@ -94,9 +95,13 @@ static int create_backend(ds_context* ctx, ds_model* m, int force_cpu) {
             return ds_errf(e, ce.code ? ce.code : DS_ERR_DEVICE, "--device cuda: %s", why);
         snprintf(ctx->device_notice, sizeof ctx->device_notice, "running on the CPU: %.480s", why);
     }
-    m->be = ds_backend_cpu_create(0);
-    m->precision = "fp32";
-    return m->be ? DS_OK : ds_errf(e, DS_ERR_OOM, "out of memory");
+    *be = ds_backend_cpu_create(cpu_threads);
+    *precision = "fp32";
+    return *be ? DS_OK : ds_errf(e, DS_ERR_OOM, "out of memory");
+}
+
+static int create_backend(ds_context* ctx, ds_model* m, int force_cpu) {
+    return ds_context_backend(ctx, force_cpu, 0, DS_ACT_F16, &m->be, &m->precision);
 }
 
 static ds_status load_on(ds_context* ctx, const char* path, ds_model** out, int force_cpu);

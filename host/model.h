@@ -42,6 +42,12 @@ struct ds_context {
     char device_notice[512]; // why AUTO fell back to the CPU ("" if it did not)
 };
 
+// The backend ctx asks for: CUDA in ctx's precision (gpu_default when it names none), or the CPU
+// (cpu_threads; 0 = OpenMP's default); AUTO falls back to the CPU and records why in
+// ctx->device_notice; --device cuda without a usable GPU is an error naming the reason.
+int ds_context_backend(ds_context* ctx, int force_cpu, int cpu_threads, ds_act_dtype gpu_default, ds_backend** be,
+                       const char** precision);
+
 // Encodes [negative, prompt] (or just the prompt when cfg == 0) into the UNet's context:
 // out (B, 77·chunks, D), B = cfg ? 2 : 1, allocated in the model's arena. Long prompts are split
 // in 75-token chunks and encoded chunk by chunk; the shorter side is padded with empty chunks.

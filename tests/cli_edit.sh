@@ -82,6 +82,15 @@ expect_fail "--context with --all-tokens" "--context takes no --debias or --all-
 printf 'a concatenation of cats\n' > "$T/ctx_glued.txt"
 expect_fail "--context concept only inside other words" "names none of the concepts" "$BIN" erase --model $M --concept cat --context "$T/ctx_glued.txt" --out "$T/ctx_bad"
 no_file "$T/ctx_bad" "--context bad inputs"
+# the device: without a usable GPU (a CPU-only build, or no GPU here) --device cuda is refused with the
+# reason and writes nothing; fp16 storage is not a CPU option
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+  expect_fail "erase --device cuda without a GPU" "diffscope erase: --device cuda: " \
+    "$BIN" erase --model $M --concept cat --device cuda --delta --out "$T/dev.safetensors"
+  no_file "$T/dev.safetensors" "erase --device cuda without a GPU"
+fi
+expect_fail "erase --device cpu --precision fp16" "the CPU backend computes in fp32 only" \
+  "$BIN" erase --model $M --concept cat --device cpu --precision fp16 --delta --out "$T/dev.safetensors"
 expect_ok "debias" "$BIN" erase --model $M --concept "doctor,nurse" --debias male,female --measured-ratios "0.8,0.2;0.1,0.9" --out "$T/debias" --quiet
 has "debias method" "UCE debias" "$T/stdout"
 # a singular system is regularized and reported

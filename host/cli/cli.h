@@ -8,6 +8,9 @@
 const char* cli_default_model(void);
 // Loads `path` (NULL: the default model) printing one clear message on failure; 0 on success.
 int cli_load_model(ds_context* ctx, const char* path, int quiet, ds_model** m);
+// Applies --device / --precision to ctx (else $DIFFSCOPE_DEVICE / $DIFFSCOPE_PRECISION, else auto);
+// 0, or 2 after printing why the combination is refused.
+int cli_set_device(ds_context* ctx);
 // 1 if `path` can be created (its folder is writable and it is not a folder), else prints why.
 int cli_check_writable_file(const char* cmd, const char* flag, const char* path);
 

@@ -124,10 +124,10 @@ static void print_table(const ds_edit_result* r, const ds_edit_keys* k, const ch
     if (k) {
         const ds_edit_solution* s = &r->sol;
         if (!r->per_layer)
-            printf("%s: shared solve (one %d×%d system for all %d matrices), %d keys, λ = %g, cond(λI + Σ s k kᵀ) = %.4g\n",
-                   method, k->d, k->d, r->n, k->n, s->lambda, s->cond);
+            printf("%s: shared solve (one %d×%d system for all %d matrices), %d keys, λ = %g, cond(λI + Σ s k kᵀ) = %.4g, fp64 %s\n",
+                   method, k->d, k->d, r->n, k->n, s->lambda, s->cond, s->solver ? s->solver : "(no solve: no keys)");
         else
-            printf("%s: per-layer solve (%d %d×%d systems), %d keys, λ = %g, cond(λI + Σ s k kᵀ) = %.4g\n", method, r->n, k->d, k->d,
+            printf("%s: per-layer solve (%d %d×%d systems), %d keys, λ = %g, cond(λI + Σ s k kᵀ) = %.4g, fp64 LAPACK\n", method, r->n, k->d, k->d,
                    k->n, r->sol.lambda, r->sol.cond);
     } else {
         printf("%s: %d matrices\n", method, r->n);
@@ -218,6 +218,26 @@ static void add_common(cJSON* j, const ds_edit_result* r, const ds_edit_keys* k,
     cJSON_AddNumberToObject(j, "lambda", k->lambda);
     cJSON_AddNumberToObject(j, "lambda_used", r->sol.lambda);
     if (isfinite(r->sol.cond)) cJSON_AddNumberToObject(j, "cond", r->sol.cond);
+}
+
+// Opens the model on the device --device / --precision (or $DIFFSCOPE_DEVICE) ask for: on a GPU the
+// text encoder runs there (fp32 storage unless --precision says otherwise) and the shared fp64 solve
+// uses cuSOLVER; auto falls back to the CPU with a notice. 0, or the exit code after the message.
+static int open_edit_model(const char* cmd, const char* model, int quiet, ds_edit_model* em) {
+    ds_context* ctx = ds_context_create();
+    if (!ctx) { fprintf(stderr, "diffscope %s: out of memory\n", cmd); return 1; }
+    int rc = cli_set_device(ctx);
+    if (!rc) {
+        ds_err e = {0};
+        if (ds_edit_model_open_on(&e, ctx, model, em) != DS_OK) {
+            fprintf(stderr, "diffscope %s: %s\n", cmd, e.msg);
+            rc = e.code == DS_ERR_ARG ? 2 : 1;
+        } else if (ds_context_device_notice(ctx) && !quiet) {
+            fprintf(stderr, "diffscope %s: %s\n", cmd, ds_context_device_notice(ctx));
+        }
+    }
+    ds_context_free(ctx);
+    return rc;
 }
 
 // ---- erase (UCE) -------------------------------------------------------------------------------
@@ -368,7 +388,7 @@ int cmd_erase(int argc, char** argv) {
     ds_err e = {0};
     cli_log lg = {"erase", quiet};
     double t_load = 0, t_keys = 0, t_solve = 0;
-    if (!rc && ds_edit_model_open(&e, model, &em) != DS_OK) { fprintf(stderr, "diffscope erase: %s\n", e.msg); rc = 1; }
+    if (!rc) rc = open_edit_model("erase", model, quiet, &em);
     if (!rc) {
         t_load = now_s();
         ds_uce_params p;
@@ -477,7 +497,7 @@ int cmd_edit(int argc, char** argv) {
     cli_log lg = {"edit", quiet};
     int rc = 0;
     double t_load = 0, t_keys = 0, t_solve = 0;
-    if (ds_edit_model_open(&e, model, &em) != DS_OK) { fprintf(stderr, "diffscope edit: %s\n", e.msg); rc = 1; }
+    rc = open_edit_model("edit", model, quiet, &em);
     if (!rc) {
         t_load = now_s();
         ds_time_params p;

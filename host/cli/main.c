@@ -39,17 +39,7 @@ const char* cli_default_model(void) {
     return NULL;
 }
 
-int cli_load_model(ds_context* ctx, const char* path, int quiet, ds_model** m) {
-    if (!path) {
-        path = cli_default_model();
-        if (!path) {
-            fprintf(stderr,
-                    "diffscope: no --model given and the embedded default model (models/default/) is not "
-                    "built yet; pass --model PATH, e.g. --model tests/fixtures/sd1_tiny\n");
-            return 2;
-        }
-        if (!quiet) fprintf(stderr, "using the embedded default model %s\n", path);
-    }
+int cli_set_device(ds_context* ctx) {
     if (args_device || args_precision) {  // else $DIFFSCOPE_DEVICE / $DIFFSCOPE_PRECISION, else auto
         ds_precision prec = DS_PRECISION_DEFAULT;
         if (args_precision && !strcmp(args_precision, "fp32")) prec = DS_PRECISION_FP32;
@@ -65,6 +55,21 @@ int cli_load_model(ds_context* ctx, const char* path, int quiet, ds_model** m) {
             return 2;
         }
     }
+    return 0;
+}
+
+int cli_load_model(ds_context* ctx, const char* path, int quiet, ds_model** m) {
+    if (!path) {
+        path = cli_default_model();
+        if (!path) {
+            fprintf(stderr,
+                    "diffscope: no --model given and the embedded default model (models/default/) is not "
+                    "built yet; pass --model PATH, e.g. --model tests/fixtures/sd1_tiny\n");
+            return 2;
+        }
+        if (!quiet) fprintf(stderr, "using the embedded default model %s\n", path);
+    }
+    if (cli_set_device(ctx) != 0) return 2;
     if (ds_model_load(ctx, path, m) != DS_OK) {
         fprintf(stderr, "diffscope: %s\n", ds_last_error(ctx));
         return 1;

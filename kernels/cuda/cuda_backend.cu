@@ -48,6 +48,7 @@ struct Impl {
     void* ws = nullptr;
     size_t ws_bytes = 0;
     void* conv_cache = nullptr;  // cuda_conv2d.cu's algorithm cache
+    void* solver = nullptr;      // cuda_solve.cu's cuSOLVER handle
     char failure[256] = "";      // why an op skipped its work (out of GPU memory); "" while none did
 };
 
@@ -222,6 +223,7 @@ void cuda_destroy(ds_backend* be) {
     if (c) {
         if (c->stream) (void)cudaStreamSynchronize(c->stream);
         ds_cuda_conv_cache_free(be);
+        ds_cuda_solver_free(be);
         for (const Alloc& a : c->allocs) (void)cudaFree(a.dev);
         if (c->ws) (void)cudaFree(c->ws);
         if (c->cudnn) (void)cudnnDestroy(c->cudnn);
@@ -257,6 +259,7 @@ cudaStream_t ds_cuda_stream(ds_backend* be) { return impl(be)->stream; }
 cublasHandle_t ds_cuda_cublas(ds_backend* be) { return impl(be)->cublas; }
 cudnnHandle_t ds_cuda_cudnn(ds_backend* be) { return impl(be)->cudnn; }
 void** ds_cuda_conv_cache_slot(ds_backend* be) { return &impl(be)->conv_cache; }
+void** ds_cuda_solver_slot(ds_backend* be) { return &impl(be)->solver; }
 int ds_cuda_sm_count(ds_backend* be) { return impl(be)->sm_count; }
 size_t ds_cuda_max_smem(ds_backend* be) { return impl(be)->max_smem; }
 
@@ -406,6 +409,8 @@ extern "C" ds_backend* ds_backend_cuda_create(ds_err* e, const ds_cuda_options* 
     be->download = cuda_download;
     be->copy = cuda_copy;
     be->sync = cuda_sync;
+    be->solve_spd_f64 = ds_cuda_solve_spd_f64;
+    be->solver_name = "cuSOLVER potrf/potrs";
     be->linear = ds_cuda_linear;
     be->conv2d = ds_cuda_conv2d;
     be->group_norm = ds_cuda_group_norm;

@@ -131,6 +131,10 @@ size_t ds_cuda_max_smem(ds_backend* be);
 // The conv2d algorithm / descriptor cache (cuda_conv2d.cu), freed by the backend's destroy.
 void ds_cuda_conv_cache_free(ds_backend* be);
 void** ds_cuda_conv_cache_slot(ds_backend* be);  // where cuda_conv2d.cu keeps its cache
+// The cuSOLVER handle (cuda_solve.cu), made on first use and freed by the backend's destroy.
+void** ds_cuda_solver_slot(ds_backend* be);
+void ds_cuda_solver_free(ds_backend* be);
+int ds_cuda_solve_spd_f64(ds_backend* be, int n, int nrhs, double* A, double* B);
 // Test hook: 1 = never use the fused conv + bias + residual call (tests cover both paths).
 void ds_cuda_conv_force_unfused(int on);
 

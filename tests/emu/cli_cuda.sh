@@ -6,7 +6,8 @@
 # On the sd1 fixture model: generate (final latents via --save-latents) for --precision fp32,
 # fp16 and bf16, and heatmap (maps.npy: the cross-attention capture inside the CUDA attention
 # kernel) for fp32 and fp16, localize's neuron statistics (device-side column_stats) for fp32 and
-# fp16; --device auto picks the (emulated) GPU without a notice.
+# fp16; erase's text encoding and shared fp64 solve (cuSOLVER stand-in) for fp32; --device auto picks
+# the (emulated) GPU without a notice.
 # Metric: max |cuda − cpu| / max |cpu| over the .npy values.
 #   fp32 1e-4: fp32 in another summation order (measured 3.3e-6 latents, 9e-7 maps);
 #   fp16 2e-2, bf16 1e-1: every activation rounded to the storage type, over 4 denoising steps
@@ -90,6 +91,40 @@ if cmp -s "$T/loc_fp32/neurons.json" "$T/loc_cpu/neurons.json"; then
   passes=$((passes + 1)); echo "ok   localize --precision fp32: neurons.json identical to the CPU's"
 else
   fails=$((fails + 1)); echo "FAIL localize --precision fp32: neurons.json differs from the CPU's"
+fi
+
+# erase: the text encoder on the device and the shared fp64 solve through cuSOLVER (the stand-in); the
+# delta equals the CPU's (LAPACK) to the keys' fp32 agreement amplified by cond (fixture: ~1e2): 1e-4
+E=(erase --model $M --concept "cat,dog" --preserve "a red circle" --delta --quiet)
+run "erase cpu" "$CPU" "${E[@]}" --device cpu --out "$T/erase_cpu.safetensors"
+if ! "$EMU" "${E[@]}" --device cuda --precision fp32 --out "$T/erase_cuda.safetensors" >"$T/erase_cuda.out" 2>&1; then
+  fails=$((fails + 1)); echo "FAIL erase cuda fp32: $(head -5 "$T/erase_cuda.out")"
+else
+  if grep -q "fp64 cuSOLVER potrf/potrs" "$T/erase_cuda.out"; then
+    passes=$((passes + 1)); echo "ok   erase --device cuda: the shared solve ran through cuSOLVER"
+  else
+    fails=$((fails + 1)); echo "FAIL erase --device cuda: no 'fp64 cuSOLVER potrf/potrs' in the report: $(head -1 "$T/erase_cuda.out")"
+  fi
+  if python3 - "$T/erase_cuda.safetensors" "$T/erase_cpu.safetensors" <<'PY'
+import json, struct, sys
+def load(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n)); data = f.read()
+    out = {}
+    for k, v in h.items():
+        if k == "__metadata__": continue
+        a, b = v["data_offsets"]; fmt = {"F32": "f", "F16": "e"}[v["dtype"]]
+        out[k] = struct.unpack("<%d%s" % ((b - a) // struct.calcsize(fmt), fmt), data[a:b])
+    return out
+g, r = load(sys.argv[1]), load(sys.argv[2])
+assert g.keys() == r.keys() and g, "different tensors"
+worst = max(max(abs(x - y) for x, y in zip(g[k], r[k])) / max(max(abs(y) for y in r[k]), 1e-30) for k in r)
+print("erase delta: max |cuda - cpu| / max |cpu| = %.3g" % worst)
+sys.exit(0 if worst <= 1e-4 else 1)
+PY
+  then passes=$((passes + 1)); echo "ok   erase --device cuda --precision fp32: ΔW equals the CPU's (1e-4)"
+  else fails=$((fails + 1)); echo "FAIL erase --device cuda --precision fp32: ΔW differs from the CPU's"
+  fi
 fi
 
 # out of GPU memory (the emulated GPU shrunk by EMU_DEVICE_MEM_MB): --device cuda is one clear message,

@@ -42,6 +42,7 @@
 
 extern "C" {
 #include "backend.h"
+#include "edit.h"
 #include "testutil.h"
 }
 
@@ -542,6 +543,63 @@ static void test_memory() {
     gpu->sync(gpu);
 }
 
+// solve_spd_f64 (cuSOLVER potrf/potrs; the emulator's stand-in, tests/emu/emu_cusolver.cpp): the residual
+// ‖A X − B‖ / ‖B‖ by a plain loop (independent of LAPACK), column-major layout with n ≠ nrhs, B poisoned
+// copies not touched; an indefinite matrix returns the order of its first non-positive minor; and the
+// closed-form edit's shared solve through the backend equals the host's LAPACK solve.
+static void test_solve() {
+    CHECK(gpu->solve_spd_f64 != nullptr && gpu->solver_name && strstr(gpu->solver_name, "cuSOLVER"));
+    if (!gpu->solve_spd_f64) return;
+    const int n = 37, nrhs = 5;
+    std::vector<double> G((size_t)n * n), A((size_t)n * n), B((size_t)n * nrhs), X;
+    for (double& g : G) g = tu_rng_normal(&rng);
+    for (int i = 0; i < n; i++)  // A = G Gᵀ + n I, column-major (symmetric)
+        for (int j = 0; j < n; j++) {
+            double v = i == j ? n : 0.0;
+            for (int k = 0; k < n; k++) v += G[(size_t)k * n + i] * G[(size_t)k * n + j];
+            A[(size_t)j * n + i] = v;
+        }
+    for (double& b : B) b = tu_rng_normal(&rng);
+    std::vector<double> Af = A;
+    X = B;
+    CHECK(gpu->solve_spd_f64(gpu, n, nrhs, Af.data(), X.data()) == 0);
+    double num = 0, den = 0;
+    for (int c = 0; c < nrhs; c++)
+        for (int i = 0; i < n; i++) {
+            double v = -B[(size_t)c * n + i];
+            for (int k = 0; k < n; k++) v += A[(size_t)k * n + i] * X[(size_t)c * n + k];
+            num += v * v;
+            den += B[(size_t)c * n + i] * B[(size_t)c * n + i];
+        }
+    CHECKF(sqrt(num / den) < 1e-13, "solve_spd_f64: relative residual %.3g", sqrt(num / den));
+    // indefinite: diag(2, 3, -1, 4) → the order-3 leading minor is not positive definite
+    double D[16] = {2, 0, 0, 0, 0, 3, 0, 0, 0, 0, -1, 0, 0, 0, 0, 4}, y[4] = {1, 2, 3, 4};
+    CHECK(gpu->solve_spd_f64(gpu, 4, 1, D, y) == 3);
+    // the edit's shared solve: keys through the backend vs the host (LAPACK)
+    ds_edit_keys k;
+    ds_edit_keys_init(&k, 24, 0.5);
+    ds_err e;
+    ds_err_clear(&e);
+    std::vector<double> key(24), tgt(24);
+    for (int i = 0; i < 60; i++) {
+        for (int j = 0; j < 24; j++) key[j] = tu_rng_normal(&rng), tgt[j] = tu_rng_normal(&rng);
+        ds_edit_keys_add(&k, &e, key.data(), tgt.data(), i % 3 ? 1.0 : 0.7, "k");
+    }
+    ds_edit_solution host, dev;
+    CHECK(ds_edit_shared_solve(&e, &k, 1, &host) == DS_OK && host.solver && !strcmp(host.solver, "LAPACK dposv"));
+    k.solver = gpu;
+    CHECK(ds_edit_shared_solve(&e, &k, 1, &dev) == DS_OK && dev.solver && strstr(dev.solver, "cuSOLVER"));
+    double worst_d = 0, scale = 0;
+    for (int i = 0; i < 24 * 24; i++) {
+        worst_d = fmax(worst_d, fabs(dev.Dm[i] - host.Dm[i]));
+        scale = fmax(scale, fabs(host.Dm[i]));
+    }
+    CHECKF(worst_d <= 1e-12 * scale, "edit solve on the device vs LAPACK: max |Δ| %.3g (scale %.3g)", worst_d, scale);
+    ds_edit_solution_free(&host);
+    ds_edit_solution_free(&dev);
+    ds_edit_keys_free(&k);
+}
+
 static void test_create_errors() {
     ds_err e;
     ds_err_clear(&e);
@@ -591,6 +649,7 @@ int main() {
         free_all();
         test_large();
         free_all();
+        if (dt == DS_ACT_F32) test_solve();  // fp64 throughout: once is enough
         gpu->destroy(gpu);
         gpu = nullptr;
         printf("%s: worst NMSE %.3g (tolerance %.0e)\n", dtype_name(dt), worst[dt], tol());
