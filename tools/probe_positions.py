@@ -11,7 +11,11 @@ comes out as A, and as B. If the word's own position carries it, patching that p
 causal text encoder has copied it into the later positions and the UNet reads it there, only patching the later
 positions does. UCE's default key is the word's own position, so this decides whether that key can erase it.
 
-    python tools/probe_positions.py [--model models/default] [--n 32] [--steps 20]
+With --prior: the floor of any erasure that makes the model forget a colour word. For prompts naming a red object,
+the same prompt (same seed) is generated with "red" deleted, and with "red" replaced by "color", and the detector
+asks how often the object still comes out red: what the model draws when no colour is named.
+
+    python tools/probe_positions.py [--model models/default] [--n 32] [--steps 20] [--prior]
 
 Needs torch and diffusers (CPU is fine: 64-px images); not needed to build, run or test diffscope.
 """
@@ -36,6 +40,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prior", action="store_true", help="the colour prior instead (see above)")
     args = ap.parse_args()
     from diffusers import StableDiffusionPipeline
 
@@ -54,6 +59,9 @@ def main():
         return ("an " if C[c][0] in "aeiou" else "a ") + C[c] + " " + S[s]
 
     rng = np.random.default_rng(args.seed)
+    if args.prior:
+        prior(pipe, rng, args)
+        return
     for kind, a, b in (("colour", "red", "blue"), ("shape", "circle", "square")):
         rows = []
         for _ in range(args.n):
@@ -96,6 +104,26 @@ def main():
             label = {"none": "nothing patched", "own": "its own position", "after": "the positions after it",
                      "both": "its position and after"}[which]
             print("  %-26s object found as '%s' %.2f, as '%s' %.2f" % (label, a, na / len(rows), b, nb / len(rows)))
+
+
+def prior(pipe, rng, args):
+    C, S, B = scenes.COLORS, scenes.SHAPES, scenes.BACKGROUNDS
+    rows = []
+    for _ in range(args.n):
+        sh, bg = int(rng.integers(5)), int(rng.integers(3))
+        rows.append(("a red %s on a %s background" % (S[sh], B[bg]), sh, bg))
+    print("objects named red (%d prompts, %d steps, guidance %g):" % (len(rows), args.steps, args.guidance))
+    for label, word in (("named", "red"), ("colour word deleted", ""), ("'color' instead", "color")):
+        prompts = [p.replace("red ", word + " " if word else "") for p, _, _ in rows]
+        g = torch.Generator("cpu").manual_seed(args.seed)
+        with torch.no_grad():
+            ims = pipe(prompts, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=g,
+                       output_type="np").images
+        found = 0
+        for (p, sh, bg), im in zip(rows, ims):
+            img = (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
+            found += train_detect.detect(img, [(C.index("red"), sh)], bg)[0]["found"]
+        print("  %-22s found red: %.2f   e.g. '%s'" % (label, found / len(rows), prompts[0]))
 
 
 if __name__ == "__main__":

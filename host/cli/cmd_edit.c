@@ -240,6 +240,32 @@ static int open_edit_model(const char* cmd, const char* model, int quiet, ds_edi
     return rc;
 }
 
+// Appends the lines of `path` to out: trailing spaces and CRs dropped, blank lines and # comments skipped.
+// 0, or 2 after a message naming the flag (unreadable, or nothing listed).
+static int read_list(const char* flag, const char* path, const char* what, strlist* out) {
+    ds_err e = {0};
+    char* text = NULL;
+    if (ds_read_file(&e, path, &text, NULL) != DS_OK) {
+        fprintf(stderr, "diffscope erase: %s: %s\n", flag, e.msg);
+        return 2;
+    }
+    strlist lines = {0};
+    sl_split(&lines, text, '\n');
+    int before = out->n;
+    for (int i = 0; i < lines.n; i++) {
+        size_t n = strlen(lines.s[i]);
+        while (n > 0 && (lines.s[i][n - 1] == '\r' || lines.s[i][n - 1] == ' ')) n--;
+        if (n > 0 && lines.s[i][0] != '#') sl_push(out, lines.s[i], n);
+    }
+    sl_free(&lines);
+    free(text);
+    if (out->n == before) {
+        fprintf(stderr, "diffscope erase: %s %s lists no %s\n", flag, path, what);
+        return 2;
+    }
+    return 0;
+}
+
 // ---- erase (UCE) -------------------------------------------------------------------------------
 
 int cmd_erase(int argc, char** argv);
@@ -304,41 +330,8 @@ int cmd_erase(int argc, char** argv) {
         for (int i = 0; i < keep.n && !rc; i++)
             if (!keep.s[i][0]) { fprintf(stderr, "diffscope erase: --preserve '%s': item %d is empty\n", preserve, i + 1); rc = 2; }
     }
-    if (!rc && preserve_file) {
-        ds_err e = {0};
-        char* text = NULL;
-        if (ds_read_file(&e, preserve_file, &text, NULL) != DS_OK) {
-            fprintf(stderr, "diffscope erase: --preserve-file: %s\n", e.msg);
-            rc = 2;
-        } else {
-            strlist lines = {0};
-            sl_split(&lines, text, '\n');
-            for (int i = 0; i < lines.n; i++)
-                if (lines.s[i][0] && lines.s[i][0] != '#') sl_push(&keep, lines.s[i], strlen(lines.s[i]));
-            sl_free(&lines);
-            free(text);
-            if (keep.n == 0) { fprintf(stderr, "diffscope erase: --preserve-file %s lists no concepts\n", preserve_file); rc = 2; }
-        }
-    }
-    if (!rc && context) {
-        ds_err e = {0};
-        char* text = NULL;
-        if (ds_read_file(&e, context, &text, NULL) != DS_OK) {
-            fprintf(stderr, "diffscope erase: --context: %s\n", e.msg);
-            rc = 2;
-        } else {
-            strlist lines = {0};
-            sl_split(&lines, text, '\n');
-            for (int i = 0; i < lines.n; i++) {
-                size_t n = strlen(lines.s[i]);
-                while (n > 0 && (lines.s[i][n - 1] == '\r' || lines.s[i][n - 1] == ' ')) n--;
-                if (n > 0 && lines.s[i][0] != '#') sl_push(&contexts, lines.s[i], n);
-            }
-            sl_free(&lines);
-            free(text);
-            if (contexts.n == 0) { fprintf(stderr, "diffscope erase: --context %s lists no prompts\n", context); rc = 2; }
-        }
-    }
+    if (!rc && preserve_file) rc = read_list("--preserve-file", preserve_file, "concepts", &keep);
+    if (!rc && context) rc = read_list("--context", context, "prompts", &contexts);
     if (!rc && debias) {
         sl_split(&attrs, debias, ',');
         for (int i = 0; i < attrs.n && !rc; i++)
