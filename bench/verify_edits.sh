@@ -12,6 +12,7 @@
 #                (`--context`: 20 grammar prompts naming the concept, guide = the kind's word "color" or
 #                "shape", the other words of its kind preserved) -> eval -> the concept's rate over the
 #                objects naming it, every other word's rate over the objects that do not name the concept;
+#                a colour also with a concrete guide (the palette colour farthest from it: red -> blue);
 #   3. prune     for each ConceptPrune ratio: `localize --parts neurons --ratio F` -> `prune` -> eval;
 #                and a random neurons.json with the same number of (row, neuron) entries in every row of
 #                every block (seeded) -> prune -> eval;
@@ -26,12 +27,12 @@ log() { echo "verify_edits: $*" >&2; }
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODEL="$ROOT/models/default"
-N=40
+N=150
 STEPS=20
 SEED=0
 CONCEPTS="red,circle"
 OUT="$ROOT/bench/results/verify_edits"
-LOC_PROMPTS=8
+LOC_PROMPTS=16
 RATIOS="0.02,0.1,0.3"
 BIN="${DIFFSCOPE_BIN:-}"
 KEEP=0
@@ -82,7 +83,7 @@ done
 mkdir -p "$OUT" || die "cannot create '$OUT'"
 OUT=$(cd "$OUT" && pwd)
 for c in "${CLIST[@]}"; do
-    for d in erased_$c erased_ctx_$c pruned_* pruned_random_*; do
+    for d in erased_$c erased_ctx_$c erased_rep_$c pruned_* pruned_random_*; do
         [ -e "$OUT/$d" ] && { log "removing the previous $OUT/$d"; rm -rf "${OUT:?}/$d"; }
     done
 done
@@ -190,6 +191,18 @@ for c in "${CLIST[@]}"; do
         || die "erase --context '$c' failed; see $OUT/erase_ctx_$c.log"
     log "erase --context '$c': $(( $(date +%s) - t )) s"
     run_eval "$OUT/erased_ctx_$c" "erased_ctx_$c"
+    # ---- a colour also erased toward a concrete colour: the palette colour farthest from it in RGB (red -> blue).
+    # "color" leaves the object to the model's prior for an uncoloured object, which is itself sometimes the
+    # erased colour (docs/verification.md); a concrete guide replaces it instead
+    case " $COLORS " in *" $c "*)
+        far=$(python3 -c "import sys; P={'red':(220,20,20),'green':(20,160,40),'blue':(30,60,230),'yellow':(255,230,0),'purple':(140,40,190),'orange':(255,120,0)}; c=sys.argv[1]; print(max((sum((a-b)**2 for a,b in zip(P[c],P[o])),o) for o in P if o!=c)[1])" "$c")
+        echo "$far" > "$OUT/replace_guide_$c.txt"
+        "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide "$far" \
+            --out "$OUT/erased_rep_$c" --quiet > "$OUT/erase_rep_$c.log" 2>&1 \
+            || die "erase --context --guide $far '$c' failed; see $OUT/erase_rep_$c.log"
+        run_eval "$OUT/erased_rep_$c" "erased_rep_$c"
+        [ $KEEP = 1 ] || rm -rf "${OUT:?}/erased_rep_$c" ;;
+    esac
 
     # ---- localize: layer windows (and the first ratio's neurons)
     for r in "${RLIST[@]}"; do
@@ -237,7 +250,7 @@ done
 
 # ---- tables
 python3 - "$OUT" "$N" "$STEPS" "$SEED" "$MODEL" "$(( $(date +%s) - T0 ))" "$RATIOS" "${CLIST[@]}" <<'PY'
-import csv, json, sys, collections
+import csv, json, os, sys, collections
 out, n, steps, seed, model, secs, ratios, concepts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7].split(","), sys.argv[8:]
 C = ["red", "green", "blue", "yellow", "purple", "orange"]; S = ["circle", "square", "triangle", "star", "ring"]
 NAN = float("nan")
@@ -259,7 +272,12 @@ md = ["# verify_edits results", "",
       "model `%s`, %s prompts (`%s/prompts.txt`), %s steps, seed %s; %s s in all." % (model, n, out, steps, seed, secs),
       "", "baseline: `%s`" % summary("baseline"), ""]
 for c in concepts:
-    runs = [("baseline", "baseline"), ("erase (token key)", "erased_" + c), ("erase --context", "erased_ctx_" + c)]
+    runs = [("baseline", "baseline"), ("erase (token key)", "erased_" + c),
+            ("erase --context --guide %s" % ("color" if c in C else "shape"), "erased_ctx_" + c)]
+    rep = None
+    if os.path.exists("%s/replace_guide_%s.txt" % (out, c)):
+        rep = open("%s/replace_guide_%s.txt" % (out, c)).read().strip()
+        runs.append(("erase --context --guide %s" % rep, "erased_rep_" + c))
     for r in ratios:
         runs += [("localized prune %s" % r, "pruned_%s_r%s" % (c, r)), ("random prune %s" % r, "pruned_random_%s_r%s" % (c, r))]
     R = {lab: rates(lab, c) for _, lab in runs}
@@ -285,6 +303,11 @@ for c in concepts:
     er_tok, er_ctx = rate("erased_" + c, c), rate("erased_ctx_" + c, c)
     mr_tok, mw_tok = other_min("erased_" + c)
     mr, mw = other_min("erased_ctx_" + c)
+    rep_rows = []
+    if rep:
+        er_rep, (mr_rep, mw_rep) = rate("erased_rep_" + c, c), other_min("erased_rep_" + c)
+        rep_rows = ["| %s after erase --context --guide %s (replace) | %s | ≤ 0.100: %s |" % (c, rep, f(er_rep), "pass" if er_rep <= 0.10 else "FAIL"),
+                    "| min other-word ratio after it | %s (%s) | ≥ 0.90: %s |" % (f(mr_rep), mw_rep, "pass" if mr_rep >= 0.9 else "FAIL")]
     prune_rows = []
     for r in ratios:
         d_loc, d_rnd = base[c][0] - rate("pruned_%s_r%s" % (c, r), c), base[c][0] - rate("pruned_random_%s_r%s" % (c, r), c)
@@ -300,6 +323,7 @@ for c in concepts:
            "| %s after erase --context | %s | ≤ 0.100 (removed from ≥ 90%% of its objects): %s |" % (c, f(er_ctx), "pass" if er_ctx <= 0.10 else "FAIL"),
            "| min other-word ratio after erase --context / before | %s (%s) | ≥ 0.90: %s |" % (f(mr), mw, "pass" if mr >= 0.9 else "FAIL"),
            "| (UCE's token key, for comparison) | %s; min ratio %s (%s) | |" % (f(er_tok), f(mr_tok), mw_tok),
+           ] + rep_rows + [
            ] + prune_rows + [
            "| best layer window (detector drop %s) vs max-attention layer (mass %.4f) | %s vs %s | window contains it: %s |" % (
                f(float(best["detector_drop"])), lm[top], best["label"], lab[top], "yes" if agree else "no"),
