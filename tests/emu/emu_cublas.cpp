@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "emu_control.h"
+#include "emu_handles.h"
 #include "emu_mem.h"
 
 struct cublasContext {
@@ -35,16 +36,11 @@ struct cublasContext {
 
 namespace {
 
-std::mutex g_mu;
-std::set<cublasHandle_t>& live_handles() {
-    static std::set<cublasHandle_t> s;
-    return s;
+emu_handles<cublasHandle_t>& handles() {
+    static emu_handles<cublasHandle_t> h;
+    return h;
 }
-bool is_live(cublasHandle_t h) {
-    if (!h) return false;
-    std::lock_guard<std::mutex> lk(g_mu);
-    return live_handles().count(h) != 0;
-}
+bool is_live(cublasHandle_t h) { return handles().live(h); }
 
 // ---- element access ----------------------------------------------------------------------------
 // How inputs are rounded before the multiply, as tensor cores may (FAST_* compute types, TF32 math
@@ -303,18 +299,12 @@ extern "C" {
 // ---- handle ------------------------------------------------------------------------------------
 cublasStatus_t CUBLASWINAPI cublasCreate_v2(cublasHandle_t* handle) {
     if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
-    cublasHandle_t h = new cublasContext();
-    std::lock_guard<std::mutex> lk(g_mu);
-    live_handles().insert(h);
-    *handle = h;
+    *handle = handles().make();
     return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t CUBLASWINAPI cublasDestroy_v2(cublasHandle_t handle) {
-    std::lock_guard<std::mutex> lk(g_mu);
-    if (!handle || !live_handles().erase(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
-    delete handle;
-    return CUBLAS_STATUS_SUCCESS;
+    return handles().destroy(handle) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
 }
 
 cublasStatus_t CUBLASWINAPI cublasSetStream_v2(cublasHandle_t handle, cudaStream_t streamId) {

@@ -12,10 +12,9 @@
 #include <cusolverDn.h>
 
 #include <cstdint>
-#include <mutex>
-#include <set>
 
 #include "emu_control.h"
+#include "emu_handles.h"
 #include "emu_mem.h"
 
 extern "C" {
@@ -30,15 +29,11 @@ struct cusolverDnContext {
 
 namespace {
 
-std::mutex g_mu;
-std::set<cusolverDnHandle_t>& live() {
-    static std::set<cusolverDnHandle_t> s;
-    return s;
+emu_handles<cusolverDnHandle_t>& handles() {
+    static emu_handles<cusolverDnHandle_t> h;
+    return h;
 }
-bool is_live(cusolverDnHandle_t h) {
-    std::lock_guard<std::mutex> lk(g_mu);
-    return h && live().count(h) != 0;
-}
+bool is_live(cusolverDnHandle_t h) { return handles().live(h); }
 
 void check_extent(const char* fn, const char* what, const void* p, int64_t rows, int64_t cols, int64_t ld,
                   size_t es) {
@@ -60,20 +55,12 @@ extern "C" {
 
 cusolverStatus_t CUSOLVERAPI cusolverDnCreate(cusolverDnHandle_t* handle) {
     if (!handle) return CUSOLVER_STATUS_INVALID_VALUE;
-    cusolverDnHandle_t h = new cusolverDnContext;
-    std::lock_guard<std::mutex> lk(g_mu);
-    live().insert(h);
-    *handle = h;
+    *handle = handles().make();
     return CUSOLVER_STATUS_SUCCESS;
 }
 
 cusolverStatus_t CUSOLVERAPI cusolverDnDestroy(cusolverDnHandle_t handle) {
-    {
-        std::lock_guard<std::mutex> lk(g_mu);
-        if (!handle || !live().erase(handle)) return CUSOLVER_STATUS_NOT_INITIALIZED;
-    }
-    delete handle;
-    return CUSOLVER_STATUS_SUCCESS;
+    return handles().destroy(handle) ? CUSOLVER_STATUS_SUCCESS : CUSOLVER_STATUS_NOT_INITIALIZED;
 }
 
 cusolverStatus_t CUSOLVERAPI cusolverDnSetStream(cusolverDnHandle_t handle, cudaStream_t streamId) {
