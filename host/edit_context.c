@@ -16,7 +16,8 @@
 //   them (the same word, shifted), clamped to 76;
 //   preserve word x: X = prefix + x + suffix, positions [a, 77) map to themselves.
 // A context line is a template with one "{}" (filled with each concept, its guide and each
-// preserved word) or a plain prompt that names a concept as a whole word (case-insensitive).
+// preserved word) or a plain prompt that names a concept as a whole word (case-insensitive). An
+// article "a"/"an" right before the place agrees with the word put there.
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -83,27 +84,61 @@ static int count_tokens(const ds_tokenizer* t, ds_err* e, const char* text, int3
     return ds_tokenizer_encode(t, e, text, ids, n);
 }
 
-// The concept's token span in prefix + word + suffix: a = 1 + tokens(prefix), n tokens(prefix + word)
-// − tokens(prefix); checked against the whole prompt's tokens (a word glued to its neighbours would
-// tokenize differently and has no span of its own).
-static int word_span(const ds_tokenizer* t, ds_err* e, const char* line, size_t at, const char* word,
-                     const char* full, int* a, int* n) {
-    char* pre = join3(line, at, "", "");
-    char* pw = pre ? join3(line, at, word, "") : NULL;
+// The word's token span in prompt = prefix + word + suffix, prefix = prompt[0, pre_len): a = 1 +
+// tokens(prefix), n = tokens(prefix + word) − tokens(prefix); checked against the whole prompt's tokens
+// (a word glued to its neighbours would tokenize differently and has no span of its own).
+static int word_span(const ds_tokenizer* t, ds_err* e, const char* prompt, size_t pre_len, const char* word,
+                     int* a, int* n) {
+    char* pre = join3(prompt, pre_len, "", "");
+    char* pw = pre ? join3(prompt, pre_len, word, "") : NULL;
     if (!pre || !pw) { free(pre); free(pw); return ds_errf(e, DS_ERR_OOM, "out of memory"); }
     int32_t *ip = NULL, *iw = NULL, *ifull = NULL;
     int np = 0, nw = 0, nf = 0;
     int rc = count_tokens(t, e, pre, &ip, &np);
     if (!rc) rc = count_tokens(t, e, pw, &iw, &nw);
-    if (!rc) rc = count_tokens(t, e, full, &ifull, &nf);
+    if (!rc) rc = count_tokens(t, e, prompt, &ifull, &nf);
     if (!rc && (nw < np || nf < nw || memcmp(ifull, iw, sizeof(int32_t) * (size_t)nw) != 0 ||
                 memcmp(iw, ip, sizeof(int32_t) * (size_t)np) != 0))
         rc = ds_errf(e, DS_ERR_ARG, "--context: in '%s', '%s' is not a word of its own (it tokenizes together with its neighbours)",
-                     full, word);
+                     prompt, word);
     *a = 1 + np;
     *n = nw - np;
     free(pre); free(pw); free(ip); free(iw); free(ifull);
     return rc;
+}
+
+// line with [at, at + len) replaced by word: the prompt (malloc'd) and its prefix length. An article "a" /
+// "an" right before the place agrees with what now follows it ("a {}" + "orange" → "an orange"; the empty
+// word: with the next word of the line), so preserved words and guides read as the grammar would have them.
+static char* with_word(const char* line, size_t at, size_t len, const char* word, size_t* pre_len) {
+    const char* suffix = line + at + len;
+    const char* next = word;
+    if (!*next) {
+        next = suffix;
+        while (*next == ' ') next++;
+    }
+    size_t e = at;
+    while (e > 0 && line[e - 1] == ' ') e--;
+    size_t b = e;
+    while (b > 0 && is_word_char(line[b - 1])) b--;
+    int art = (e - b == 1 && (line[b] == 'a' || line[b] == 'A')) ||
+              (e - b == 2 && (line[b] == 'a' || line[b] == 'A') && (line[b + 1] == 'n' || line[b + 1] == 'N'));
+    char* s;
+    if (art && *next && isalpha((unsigned char)*next)) {
+        int vowel = strchr("aeiouAEIOU", *next) != NULL;
+        char article[3] = {line[b], vowel ? 'n' : 0, 0};
+        char* head = join3(line, b, article, line + e);  // ... + "a"/"an" + the spaces before the place
+        if (!head) return NULL;
+        size_t hl = b + strlen(article) + (at - e);
+        head[hl] = 0;
+        s = join3(head, hl, word, suffix);
+        free(head);
+        *pre_len = hl;
+    } else {
+        s = join3(line, at, word, suffix);
+        *pre_len = at;
+    }
+    return s;
 }
 
 typedef struct ctx_pair {   // one erase prompt and its guide prompt, or one preserve prompt (guide = -1)
@@ -139,14 +174,14 @@ int ds_uce_context_keys(ds_edit_model* em, ds_err* e, const ds_uce_params* p, ds
                 len = strlen(concept);
             }
             used = 1;
-            const char* suffix = line + at + len;
             const char* guide = p->n_guides == 0 ? "" : p->guides[p->n_guides == 1 ? 0 : c];
-            char* src = join3(line, at, concept, suffix);
-            char* dst = join3(line, at, guide, suffix);
+            size_t ls = 0, ld = 0;
+            char* src = with_word(line, at, len, concept, &ls);
+            char* dst = with_word(line, at, len, guide, &ld);
             if (!src || !dst) rc = ds_errf(e, DS_ERR_OOM, "out of memory");
             int a = 0, nc = 0, ag = 0, ng = 0;
-            if (!rc) rc = word_span(tok, e, line, at, concept, src, &a, &nc);
-            if (!rc && guide[0]) rc = word_span(tok, e, line, at, guide, dst, &ag, &ng);
+            if (!rc) rc = word_span(tok, e, src, ls, concept, &a, &nc);
+            if (!rc && guide[0]) rc = word_span(tok, e, dst, ld, guide, &ag, &ng);
             if (!rc && nc < 1)
                 rc = ds_errf(e, DS_ERR_ARG, "--context line %d: the concept '%s' has no tokens", li + 1, concept);
             if (!rc && n_pairs + 1 + p->n_preserve > cap_pairs) {
@@ -161,10 +196,11 @@ int ds_uce_context_keys(ds_edit_model* em, ds_err* e, const ds_uce_params* p, ds
                 else pairs[n_pairs++] = (ctx_pair){is, id, a, nc, ng, c};
             }
             for (int q = 0; !rc && q < p->n_preserve; q++) {
-                char* keep = join3(line, at, p->preserve[q], suffix);
+                size_t lk = 0;
+                char* keep = with_word(line, at, len, p->preserve[q], &lk);
                 int ak = 0, nk = 0;
                 if (!keep) rc = ds_errf(e, DS_ERR_OOM, "out of memory");
-                if (!rc) rc = word_span(tok, e, line, at, p->preserve[q], keep, &ak, &nk);
+                if (!rc) rc = word_span(tok, e, keep, lk, p->preserve[q], &ak, &nk);
                 int before = kept.n, fresh = rc ? -1 : ctx_add(&kept, keep);
                 int ik = fresh == before ? ctx_add(&prompts, keep) : 0;
                 if (!rc && (fresh < 0 || ik < 0)) rc = ds_errf(e, DS_ERR_OOM, "out of memory");

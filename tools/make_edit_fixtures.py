@@ -70,8 +70,9 @@ CASES = [
     # in-context keys (MACE's closed-form refinement; diffscope erase --context): templates with {} and plain
     # prompts naming a concept; a two-token concept with a one-token guide; the empty guide deletes the word
     dict(name="sd1_context", model="sd1", method="uce", concepts=["cat", "Van Gogh"], guides=["", "art"],
-         preserve=["dog"], contexts=["a photo of a {}", "a {} sitting on a sofa", "a painting by Van Gogh of a house",
-                                     "my cat, asleep"], lam=0.5, erase_scale=1.5, preserve_scale=0.7, all_tokens=False),
+         preserve=["dog", "apple"], contexts=["a photo of a {}", "a {} sitting on a sofa", "a painting by Van Gogh of a house",
+                                              "my cat, asleep", "An {} on the table"],
+         lam=0.5, erase_scale=1.5, preserve_scale=0.7, all_tokens=False),
     dict(name="sd2_erase", model="sd2", method="uce", concepts=["astronaut"], guides=[""], preserve=["horse"],
          lam=0.5, erase_scale=1.0, preserve_scale=1.0, all_tokens=False),
     dict(name="sd2_time", model="sd2", method="time", src="An apple on a table", dst="A green apple on a wooden table",
@@ -165,10 +166,20 @@ def context_keys(case, tok, te):
     key; its target is the prompt with the guide in the concept's place at position a + n_guide - 1 for the
     concept's own tokens and q - n_concept + n_guide after them (clamped to 76); each preserved word x in the
     concept's place gives identity keys for its positions a..76, once per distinct prompt. A line with "{}" is a
-    template; otherwise the line must name a concept (first whole-word, case-insensitive occurrence)."""
+    template; otherwise the line must name a concept (first whole-word, case-insensitive occurrence). An article
+    "a"/"an" just before the place agrees with the word put there (or, for the empty guide, the next word)."""
     import re
     guides = case["guides"] * (len(case["concepts"]) if len(case["guides"]) == 1 else 1)
     ntok = lambda text: len(tok(text).input_ids) - 2
+
+    def put(pre, word, suf):
+        """pre + word + suf, with an article "a"/"an" ending pre made to agree with what follows it."""
+        follow = word if word else suf.lstrip(" ")
+        m = re.search(r"(?:^|[^A-Za-z0-9])([Aa]n?)( *)$", pre)
+        if m and follow[:1].isalpha():
+            art = m.group(1)[0] + ("n" if follow[0].lower() in "aeiou" else "")
+            pre = pre[:m.start(1)] + art + m.group(2)
+        return pre, pre + word + suf
     items, kept = [], set()   # (kind, src, dst, a, n_src, n_dst)
     for line in case["contexts"]:
         for c, g in zip(case["concepts"], guides):
@@ -179,15 +190,16 @@ def context_keys(case, tok, te):
                 if not m:
                     continue
                 at, ln = m.start(), len(c)
-            pre, suf = line[:at], line[at + ln:]
+            pre0, suf = line[:at], line[at + ln:]
+            pre, src = put(pre0, c, suf)
+            pre_g, dst = put(pre0, g, suf)
             a = 1 + ntok(pre)
-            items.append(("erase", pre + c + suf, pre + g + suf, a, ntok(pre + c) - ntok(pre),
-                          ntok(pre + g) - ntok(pre) if g else 0))
+            items.append(("erase", src, dst, a, ntok(pre + c) - ntok(pre), ntok(pre_g + g) - ntok(pre_g) if g else 0))
             for x in case["preserve"]:
-                px = pre + x + suf
+                pre_x, px = put(pre0, x, suf)
                 if px not in kept:
                     kept.add(px)
-                    items.append(("keep", px, px, a, 0, 0))
+                    items.append(("keep", px, px, 1 + ntok(pre_x), 0, 0))
     texts = list(dict.fromkeys([t for it in items for t in it[1:3]]))
     emb, _, _ = encode(tok, te, texts)
     idx = {t: i for i, t in enumerate(texts)}
