@@ -12,7 +12,8 @@
 #                (`--context`: 20 grammar prompts naming the concept, guide = the kind's word "color" or
 #                "shape", the other words of its kind preserved) -> eval -> the concept's rate over the
 #                objects naming it, every other word's rate over the objects that do not name the concept;
-#                a colour also with a concrete guide (the palette colour farthest from it: red -> blue);
+#                and with a concrete guide replacing it (a colour: the palette colour farthest from it, red ->
+#                blue; a shape: the next shape of the list, circle -> square);
 #   3. prune     for each ConceptPrune ratio: `localize --parts neurons --ratio F` -> `prune` -> eval;
 #                and a random neurons.json with the same number of (row, neuron) entries in every row of
 #                every block (seeded) -> prune -> eval;
@@ -191,18 +192,20 @@ for c in "${CLIST[@]}"; do
         || die "erase --context '$c' failed; see $OUT/erase_ctx_$c.log"
     log "erase --context '$c': $(( $(date +%s) - t )) s"
     run_eval "$OUT/erased_ctx_$c" "erased_ctx_$c"
-    # ---- a colour also erased toward a concrete colour: the palette colour farthest from it in RGB (red -> blue).
-    # "color" leaves the object to the model's prior for an uncoloured object, which is itself sometimes the
-    # erased colour (docs/verification.md); a concrete guide replaces it instead
-    case " $COLORS " in *" $c "*)
-        far=$(python3 -c "import sys; P={'red':(220,20,20),'green':(20,160,40),'blue':(30,60,230),'yellow':(255,230,0),'purple':(140,40,190),'orange':(255,120,0)}; c=sys.argv[1]; print(max((sum((a-b)**2 for a,b in zip(P[c],P[o])),o) for o in P if o!=c)[1])" "$c")
-        echo "$far" > "$OUT/replace_guide_$c.txt"
-        "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide "$far" \
-            --out "$OUT/erased_rep_$c" --quiet > "$OUT/erase_rep_$c.log" 2>&1 \
-            || die "erase --context --guide $far '$c' failed; see $OUT/erase_rep_$c.log"
-        run_eval "$OUT/erased_rep_$c" "erased_rep_$c"
-        [ $KEEP = 1 ] || rm -rf "${OUT:?}/erased_rep_$c" ;;
-    esac
+    # ---- also erased toward a concrete word of its kind, replacing it: for a colour the palette colour farthest
+    # from it in RGB (red -> blue), for a shape the next shape of the world's list (circle -> square). The kind's
+    # word leaves the object to the model's prior for an object without the word, which is itself sometimes the
+    # erased word (docs/verification.md); a concrete guide replaces it instead
+    far=$(python3 -c "import sys
+P={'red':(220,20,20),'green':(20,160,40),'blue':(30,60,230),'yellow':(255,230,0),'purple':(140,40,190),'orange':(255,120,0)}
+S=['circle','square','triangle','star','ring']; c=sys.argv[1]
+print(max((sum((a-b)**2 for a,b in zip(P[c],P[o])),o) for o in P if o!=c)[1] if c in P else S[(S.index(c)+1)%5])" "$c")
+    echo "$far" > "$OUT/replace_guide_$c.txt"
+    "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide "$far" \
+        --out "$OUT/erased_rep_$c" --quiet > "$OUT/erase_rep_$c.log" 2>&1 \
+        || die "erase --context --guide $far '$c' failed; see $OUT/erase_rep_$c.log"
+    run_eval "$OUT/erased_rep_$c" "erased_rep_$c"
+    [ $KEEP = 1 ] || rm -rf "${OUT:?}/erased_rep_$c"
 
     # ---- localize: layer windows (and the first ratio's neurons)
     for r in "${RLIST[@]}"; do

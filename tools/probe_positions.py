@@ -11,11 +11,12 @@ comes out as A, and as B. If the word's own position carries it, patching that p
 causal text encoder has copied it into the later positions and the UNet reads it there, only patching the later
 positions does. UCE's default key is the word's own position, so this decides whether that key can erase it.
 
-With --prior: the floor of any erasure that makes the model forget a colour word. For prompts naming a red object,
-the same prompt (same seed) is generated with "red" deleted, and with "red" replaced by "color", and the detector
-asks how often the object still comes out red: what the model draws when no colour is named.
+With --prior WORD (a colour or a shape): the floor of any erasure that makes the model forget the word. For
+prompts naming an object with WORD, the same prompt (same seed) is generated with WORD deleted, and with WORD
+replaced by its kind ("color" / "shape"), and the detector asks how often the object still comes out as WORD says:
+what the model draws when the word is not there.
 
-    python tools/probe_positions.py [--model models/default] [--n 32] [--steps 20] [--prior]
+    python tools/probe_positions.py [--model models/default] [--n 32] [--steps 20] [--prior red|circle|...]
 
 Needs torch and diffusers (CPU is fine: 64-px images); not needed to build, run or test diffscope.
 """
@@ -40,7 +41,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--prior", action="store_true", help="the colour prior instead (see above)")
+    ap.add_argument("--prior", metavar="WORD", help="the model's prior for an object without WORD (see above)")
     args = ap.parse_args()
     from diffusers import StableDiffusionPipeline
 
@@ -108,22 +109,36 @@ def main():
 
 def prior(pipe, rng, args):
     C, S, B = scenes.COLORS, scenes.SHAPES, scenes.BACKGROUNDS
+    w = args.prior
+    if w not in C and w not in S:
+        sys.exit("--prior: '%s' is not a scene-world colour or shape" % w)
+    kind = "color" if w in C else "shape"
     rows = []
     for _ in range(args.n):
-        sh, bg = int(rng.integers(5)), int(rng.integers(3))
-        rows.append(("a red %s on a %s background" % (S[sh], B[bg]), sh, bg))
-    print("objects named red (%d prompts, %d steps, guidance %g):" % (len(rows), args.steps, args.guidance))
-    for label, word in (("named", "red"), ("colour word deleted", ""), ("'color' instead", "color")):
-        prompts = [p.replace("red ", word + " " if word else "") for p, _, _ in rows]
+        bg = int(rng.integers(3))
+        if w in C:
+            c, sh = C.index(w), int(rng.integers(5))
+        else:
+            c, sh = int(rng.integers(6)), S.index(w)
+        art = "an" if C[c][0] in "aeiou" else "a"
+        rows.append(("%s %s %s on a %s background" % (art, C[c], S[sh], B[bg]), c, sh, bg))
+    print("objects named %s (%d prompts, %d steps, guidance %g):" % (w, len(rows), args.steps, args.guidance))
+    for label, word in (("named", w), ("word deleted", ""), ("'%s' instead" % kind, kind)):
+        prompts = []
+        for p, c, sh, bg in rows:
+            q = p.replace(" %s " % w, " %s " % word if word else " ", 1)
+            if word != w and w in C:  # "an orange star" without "orange" is "a star"
+                q = ("a " + q[3:]) if q.startswith("an ") and not q[3] in "aeiou" else q
+            prompts.append(q)
         g = torch.Generator("cpu").manual_seed(args.seed)
         with torch.no_grad():
             ims = pipe(prompts, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=g,
                        output_type="np").images
         found = 0
-        for (p, sh, bg), im in zip(rows, ims):
+        for (p, c, sh, bg), im in zip(rows, ims):
             img = (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
-            found += train_detect.detect(img, [(C.index("red"), sh)], bg)[0]["found"]
-        print("  %-22s found red: %.2f   e.g. '%s'" % (label, found / len(rows), prompts[0]))
+            found += train_detect.detect(img, [(c, sh)], bg)[0]["found"]
+        print("  %-22s found as %s: %.2f   e.g. '%s'" % (label, w, found / len(rows), prompts[0]))
 
 
 if __name__ == "__main__":
