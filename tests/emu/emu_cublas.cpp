@@ -298,19 +298,15 @@ extern "C" {
 
 // ---- handle ------------------------------------------------------------------------------------
 cublasStatus_t CUBLASWINAPI cublasCreate_v2(cublasHandle_t* handle) {
-    if (!handle) return CUBLAS_STATUS_INVALID_VALUE;
-    *handle = handles().make();
-    return CUBLAS_STATUS_SUCCESS;
+    return handles().create(handle, CUBLAS_STATUS_SUCCESS, CUBLAS_STATUS_INVALID_VALUE);
 }
 
 cublasStatus_t CUBLASWINAPI cublasDestroy_v2(cublasHandle_t handle) {
-    return handles().destroy(handle) ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_INITIALIZED;
+    return handles().destroy(handle, CUBLAS_STATUS_SUCCESS, CUBLAS_STATUS_NOT_INITIALIZED);
 }
 
 cublasStatus_t CUBLASWINAPI cublasSetStream_v2(cublasHandle_t handle, cudaStream_t streamId) {
-    if (!is_live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
-    handle->stream = streamId;
-    return CUBLAS_STATUS_SUCCESS;
+    return handles().set_stream(handle, streamId, CUBLAS_STATUS_SUCCESS, CUBLAS_STATUS_NOT_INITIALIZED);
 }
 
 cublasStatus_t CUBLASWINAPI cublasGetStream_v2(cublasHandle_t handle, cudaStream_t* streamId) {

@@ -54,19 +54,15 @@ const char* fill_char(cublasFillMode_t uplo) { return uplo == CUBLAS_FILL_MODE_L
 extern "C" {
 
 cusolverStatus_t CUSOLVERAPI cusolverDnCreate(cusolverDnHandle_t* handle) {
-    if (!handle) return CUSOLVER_STATUS_INVALID_VALUE;
-    *handle = handles().make();
-    return CUSOLVER_STATUS_SUCCESS;
+    return handles().create(handle, CUSOLVER_STATUS_SUCCESS, CUSOLVER_STATUS_INVALID_VALUE);
 }
 
 cusolverStatus_t CUSOLVERAPI cusolverDnDestroy(cusolverDnHandle_t handle) {
-    return handles().destroy(handle) ? CUSOLVER_STATUS_SUCCESS : CUSOLVER_STATUS_NOT_INITIALIZED;
+    return handles().destroy(handle, CUSOLVER_STATUS_SUCCESS, CUSOLVER_STATUS_NOT_INITIALIZED);
 }
 
 cusolverStatus_t CUSOLVERAPI cusolverDnSetStream(cusolverDnHandle_t handle, cudaStream_t streamId) {
-    if (!is_live(handle)) return CUSOLVER_STATUS_NOT_INITIALIZED;
-    handle->stream = streamId;
-    return CUSOLVER_STATUS_SUCCESS;
+    return handles().set_stream(handle, streamId, CUSOLVER_STATUS_SUCCESS, CUSOLVER_STATUS_NOT_INITIALIZED);
 }
 
 cusolverStatus_t CUSOLVERAPI cusolverDnDpotrf_bufferSize(cusolverDnHandle_t handle, cublasFillMode_t uplo, int n,

@@ -30,6 +30,22 @@ public:
         return h && live_.count(h) != 0;
     }
 
+    // The libraries' create / destroy / set-stream entry points, each with its own status type S.
+    template <class S>
+    S create(H* out, S ok, S invalid_value) {
+        if (!out) return invalid_value;
+        *out = make();
+        return ok;
+    }
+    template <class S>
+    S destroy(H h, S ok, S not_initialized) { return destroy(h) ? ok : not_initialized; }
+    template <class S, class Stream>
+    S set_stream(H h, Stream stream, S ok, S not_initialized) {
+        if (!live(h)) return not_initialized;
+        h->stream = stream;
+        return ok;
+    }
+
 private:
     std::mutex mu_;
     std::set<H> live_;
