@@ -161,6 +161,14 @@ for c in concepts:
         lines.append(t + ("" if bg == 0 else " on a " + B[bg - 1] + " background"))
     open(out + "/context_%s.txt" % c, "w").write("\n".join(lines) + "\n")
     open(out + "/preserve_%s.txt" % c, "w").write("\n".join(w for w in kind if w != c) + "\n")
+    # the concrete guide that replaces the word: for a colour the palette colour farthest from it in RGB
+    # (tools/scenes.py COLOR_RGB; red -> blue), for a shape the next shape of the world's list (circle -> square)
+    if c in C:
+        rgb = dict(zip(C, [(220, 20, 20), (20, 160, 40), (30, 60, 230), (255, 230, 0), (140, 40, 190), (255, 120, 0)]))
+        far = max((sum((a - b) ** 2 for a, b in zip(rgb[c], rgb[o])), o) for o in C if o != c)[1]
+    else:
+        far = S[(S.index(c) + 1) % len(S)]
+    open(out + "/replace_guide_%s.txt" % c, "w").write(far + "\n")
 PY
 
 # ---- eval helper: per-word rates -> FILE (WORD=RATE lines + the summary line), one CSV row per object
@@ -192,15 +200,10 @@ for c in "${CLIST[@]}"; do
         || die "erase --context '$c' failed; see $OUT/erase_ctx_$c.log"
     log "erase --context '$c': $(( $(date +%s) - t )) s"
     run_eval "$OUT/erased_ctx_$c" "erased_ctx_$c"
-    # ---- also erased toward a concrete word of its kind, replacing it: for a colour the palette colour farthest
-    # from it in RGB (red -> blue), for a shape the next shape of the world's list (circle -> square). The kind's
-    # word leaves the object to the model's prior for an object without the word, which is itself sometimes the
-    # erased word (docs/verification.md); a concrete guide replaces it instead
-    far=$(python3 -c "import sys
-P={'red':(220,20,20),'green':(20,160,40),'blue':(30,60,230),'yellow':(255,230,0),'purple':(140,40,190),'orange':(255,120,0)}
-S=['circle','square','triangle','star','ring']; c=sys.argv[1]
-print(max((sum((a-b)**2 for a,b in zip(P[c],P[o])),o) for o in P if o!=c)[1] if c in P else S[(S.index(c)+1)%5])" "$c")
-    echo "$far" > "$OUT/replace_guide_$c.txt"
+    # ---- also erased toward a concrete word of its kind, replacing it (replace_guide_C.txt, written with the
+    # prompt files: red -> blue, circle -> square). The kind's word leaves the object to the model's prior for an
+    # object without the word, which is itself sometimes the erased word (docs/verification.md)
+    far=$(cat "$OUT/replace_guide_$c.txt")
     "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide "$far" \
         --out "$OUT/erased_rep_$c" --quiet > "$OUT/erase_rep_$c.log" 2>&1 \
         || die "erase --context --guide $far '$c' failed; see $OUT/erase_rep_$c.log"
@@ -326,8 +329,7 @@ for c in concepts:
            "| %s after erase --context | %s | ≤ 0.100 (removed from ≥ 90%% of its objects): %s |" % (c, f(er_ctx), "pass" if er_ctx <= 0.10 else "FAIL"),
            "| min other-word ratio after erase --context / before | %s (%s) | ≥ 0.90: %s |" % (f(mr), mw, "pass" if mr >= 0.9 else "FAIL"),
            "| (UCE's token key, for comparison) | %s; min ratio %s (%s) | |" % (f(er_tok), f(mr_tok), mw_tok),
-           ] + rep_rows + [
-           ] + prune_rows + [
+           ] + rep_rows + prune_rows + [
            "| best layer window (detector drop %s) vs max-attention layer (mass %.4f) | %s vs %s | window contains it: %s |" % (
                f(float(best["detector_drop"])), lm[top], best["label"], lab[top], "yes" if agree else "no"),
            "", "after erase --context / before, per word (objects not naming %s): " % c + ", ".join(
