@@ -12,8 +12,8 @@
 #                (`--context`: 20 grammar prompts naming the concept, guide = the kind's word "color" or
 #                "shape", the other words of its kind preserved) -> eval -> the concept's rate over the
 #                objects naming it, every other word's rate over the objects that do not name the concept;
-#                and with a concrete guide replacing it (a colour: the palette colour farthest from it, red ->
-#                blue; a shape: the next shape of the list, circle -> square);
+#                and with a concrete guide replacing it (a colour: the palette colour nearest to it, red ->
+#                orange; a shape: the next shape of the list, circle -> square);
 #   3. prune     for each ConceptPrune ratio: `localize --parts neurons --ratio F` -> `prune` -> eval;
 #                and a random neurons.json with the same number of (row, neuron) entries in every row of
 #                every block (seeded) -> prune -> eval;
@@ -161,14 +161,16 @@ for c in concepts:
         lines.append(t + ("" if bg == 0 else " on a " + B[bg - 1] + " background"))
     open(out + "/context_%s.txt" % c, "w").write("\n".join(lines) + "\n")
     open(out + "/preserve_%s.txt" % c, "w").write("\n".join(w for w in kind if w != c) + "\n")
-    # the concrete guide that replaces the word: for a colour the palette colour farthest from it in RGB
-    # (tools/scenes.py COLOR_RGB; red -> blue), for a shape the next shape of the world's list (circle -> square)
+    # the concrete guide that replaces the word: for a colour the palette colour nearest to it in RGB
+    # (tools/scenes.py COLOR_RGB; red -> orange: the smallest change, which pulls the neighbouring colours least;
+    # the farthest, red -> blue, cost orange 11-23 % of its rate on 2 of 8 seeds: docs/verification.md), for a
+    # shape the next shape of the world's list (circle -> square)
     if c in C:
         rgb = dict(zip(C, [(220, 20, 20), (20, 160, 40), (30, 60, 230), (255, 230, 0), (140, 40, 190), (255, 120, 0)]))
-        far = max((sum((a - b) ** 2 for a, b in zip(rgb[c], rgb[o])), o) for o in C if o != c)[1]
+        guide = min((sum((a - b) ** 2 for a, b in zip(rgb[c], rgb[o])), o) for o in C if o != c)[1]
     else:
-        far = S[(S.index(c) + 1) % len(S)]
-    open(out + "/replace_guide_%s.txt" % c, "w").write(far + "\n")
+        guide = S[(S.index(c) + 1) % len(S)]
+    open(out + "/replace_guide_%s.txt" % c, "w").write(guide + "\n")
 PY
 
 # ---- eval helper: per-word rates -> FILE (WORD=RATE lines + the summary line), one CSV row per object
@@ -201,12 +203,12 @@ for c in "${CLIST[@]}"; do
     log "erase --context '$c': $(( $(date +%s) - t )) s"
     run_eval "$OUT/erased_ctx_$c" "erased_ctx_$c"
     # ---- also erased toward a concrete word of its kind, replacing it (replace_guide_C.txt, written with the
-    # prompt files: red -> blue, circle -> square). The kind's word leaves the object to the model's prior for an
+    # prompt files: red -> orange, circle -> square). The kind's word leaves the object to the model's prior for an
     # object without the word, which is itself sometimes the erased word (docs/verification.md)
-    far=$(cat "$OUT/replace_guide_$c.txt")
-    "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide "$far" \
+    rep=$(cat "$OUT/replace_guide_$c.txt")
+    "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide "$rep" \
         --out "$OUT/erased_rep_$c" --quiet > "$OUT/erase_rep_$c.log" 2>&1 \
-        || die "erase --context --guide $far '$c' failed; see $OUT/erase_rep_$c.log"
+        || die "erase --context --guide $rep '$c' failed; see $OUT/erase_rep_$c.log"
     run_eval "$OUT/erased_rep_$c" "erased_rep_$c"
     [ $KEEP = 1 ] || rm -rf "${OUT:?}/erased_rep_$c"
 
