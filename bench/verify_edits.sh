@@ -298,6 +298,43 @@ def min_ratio_cell(lab, concept, mr, mw):
 def summary(label):
     return [l.strip() for l in open("%s/eval_%s.txt" % (out, label)) if l.startswith("testbed:")][-1]
 f = lambda x: "n/a" if x != x else "%.3f" % x
+def layer_check(c, reps=2000):
+    """localize's best layer window vs the attn2 layer with the most attention on the concept's token, and how
+    sure each is: localize's prompts.csv has every prompt's mass per layer and every window's detector drop on
+    it, so the prompts can be resampled (seeded, paired: one resample serves both)."""
+    rows = list(csv.DictReader(open("%s/loc_%s/prompts.csv" % (out, c))))
+    layers = list(collections.OrderedDict((r["label"], 0) for r in rows if r["part"] == "layer"))
+    windows = list(collections.OrderedDict((r["label"], 0) for r in rows if r["part"] == "window"))
+    P = sorted({int(r["prompt"]) for r in rows})
+    m = {(int(r["prompt"]), r["label"]): float(r["attention_mass"]) for r in rows if r["part"] == "layer"}
+    d = {(int(r["prompt"]), r["label"]): (float(r["detector_drop"]), float(r["image_change"]))  # localize's ranking key
+         for r in rows if r["part"] == "window"}
+    span = lambda w: layers[layers.index(w.split(" .. ")[0]): layers.index(w.split(" .. ")[-1]) + 1]
+    lay = list(csv.DictReader(open("%s/loc_%s/layers.csv" % (out, c))))
+    best = min(lay, key=lambda r: int(r["rank"]))["label"]   # localize's rank 1 (ties broken by the image change)
+    mean = {l: sum(m[i, l] for i in P) / len(P) for l in layers}
+    top = max(layers, key=mean.get)
+    inside = span(best)
+    wbest = max(inside, key=mean.get)                       # the window's most attended layer
+    rng, kept, contains, agree, diff = random.Random(2), 0, 0, 0, []
+    for _ in range(reps):
+        idx = [P[rng.randrange(len(P))] for _ in P]
+        ms = {l: sum(m[i, l] for i in idx) for l in layers}
+        ds = {w: (sum(d[i, w][0] for i in idx), sum(d[i, w][1] for i in idx)) for w in windows}
+        t, b = max(layers, key=ms.get), max(windows, key=ds.get)
+        kept += b == best; contains += t in inside; agree += t in span(b)
+        diff.append((ms[top] - ms[wbest]) / len(idx))
+    diff.sort()
+    lo, hi = diff[int(0.025 * reps)], diff[int(0.975 * reps) - 1]
+    if top in inside: verdict = "yes"
+    elif lo <= 0: verdict = "tie: the window's %s has %.2f of that mass, paired 95%% CI of the gap %.4f to %.4f" % (
+        wbest, mean[wbest] / mean[top], lo, hi)
+    else: verdict = "no: the window's %s has %.2f of that mass, paired 95%% CI of the gap %.4f to %.4f" % (
+        wbest, mean[wbest] / mean[top], lo, hi)
+    cell = "window contains it: %s; over %d resamples of the %d prompts: the window first %d %%, the max layer in it %d %%, both agree %d %%" % (
+        verdict, reps, len(P), round(100 * kept / reps), round(100 * contains / reps), round(100 * agree / reps))
+    return {"window": best, "top": top, "mass": mean[top], "cell": cell, "verdict": verdict.split(":")[0],
+            "drop": sum(d[i, best][0] for i in P) / len(P)}
 md = ["# verify_edits results", "",
       "model `%s`, %s prompts (`%s/prompts.txt`), %s steps, seed %s; %s s in all." % (model, n, out, steps, seed, secs),
       "", "baseline: `%s`" % summary("baseline"), ""]
@@ -317,17 +354,7 @@ for c in concepts:
         # words with >= 3 objects (not naming the concept) and a baseline rate > 0
         rs = [(rate(lab, w) / base[w][0], w) for w in C + S if w != c and w in base and base[w][1] >= 3 and base[w][0] > 0]
         return min(rs) if rs else (NAN, "-")
-    lay = list(csv.DictReader(open("%s/loc_%s/layers.csv" % (out, c))))
-    best = min(lay, key=lambda r: int(r["rank"]))
-    mass = collections.defaultdict(list); lab = {}
-    for r in csv.DictReader(open("%s/loc_%s/heads.csv" % (out, c))):
-        mass[int(r["layer"])].append(float(r["attention_mass"])); lab[int(r["layer"])] = r["label"]
-    lm = {l: sum(v) / len(v) for l, v in mass.items()}
-    top = max(lm, key=lm.get)
-    first = [l for l in lab if lab[l] == best["label"].split(" .. ")[0]][0]
-    last = [l for l in lab if lab[l] == best["label"].split(" .. ")[-1]][0]
-    agree = first <= top <= last
-    near = max(lm[l] for l in lm if first <= l <= last) / lm[top]   # the window's best layer vs the max (near-ties)
+    L = layer_check(c)
     def entries(r):
         nj = json.load(open("%s/loc_%s%s/neurons.json" % (out, c, "" if r == ratios[0] else "_r" + r)))
         return sum(sum(len(v) for v in b.get("rows", {}).values()) + len(b.get("columns", [])) for b in nj["blocks"].values())
@@ -357,9 +384,8 @@ for c in concepts:
                min_ratio_cell("erased_ctx_" + c, c, mr, mw), "pass" if mr >= 0.9 else "FAIL"),
            "| (UCE's token key, for comparison) | %s; min ratio %s (%s) | |" % (f(er_tok), f(mr_tok), mw_tok),
            ] + rep_rows + prune_rows + [
-           "| best layer window (detector drop %s) vs max-attention layer (mass %.4f) | %s vs %s | window contains it: %s |" % (
-               f(float(best["detector_drop"])), lm[top], best["label"], lab[top],
-               "yes" if agree else "no (the window's most attended layer has %.2f of that mass)" % near),
+           "| best layer window (detector drop %s) vs max-attention layer (mass %.4f) | %s vs %s | %s |" % (
+               f(L["drop"]), L["mass"], L["window"], L["top"], L["cell"]),
            "", "after erase --context / before, per word (objects not naming %s): " % c + ", ".join(
                "%s %s→%s (n=%d)" % (w, f(base.get(w, (NAN, 0))[0]), f(rate("erased_ctx_" + c, w)), base.get(w, (NAN, 0))[1])
                for w in C + S if w != c), ""]

@@ -205,8 +205,13 @@ typedef struct ds_loc_score {
     double image_change;   // mean over prompts of mean |pixel_iv − pixel_base| / 255
     double detector_drop;  // mean over prompts of presence_base − presence_iv; NaN without a detector
     double score;          // the ranking metric (rank_by)
+    // standard errors of those means over the prompts (sample sd / √n), so a reader can tell a ranking
+    // from a tie; NaN below 2 prompts
+    double mass_drop_se, image_change_se, detector_drop_se, score_se;
     int rank;              // 1 = where the concept disappears most
     int n_prompts;
+    const double* per_prompt;  // (n_with, 3): mass_drop, image_change, detector_drop on each concept prompt
+                               // (NaN where not scored: heads beyond head_prompts); NULL outside a result
 } ds_loc_score;
 
 typedef struct ds_loc_result {
@@ -217,7 +222,13 @@ typedef struct ds_loc_result {
     ds_loc_neurons neurons;       // parts & DS_LOC_NEURONS
     int has_neurons;
     double* head_mass;            // (n_attn, max_heads): baseline concept mass, mean over prompts and calls
+    double* head_mass_se;         // (n_attn, max_heads): its standard error over the prompts (NaN below 2)
     double* call_mass;            // (n_calls): baseline concept mass, mean over prompts, layers and heads
+    int n_with;                   // concept prompts (the rows of the per-prompt arrays)
+    double* prompt_layer_mass;    // (n_with, n_attn): each prompt's baseline concept mass per attn2 layer,
+                                  // mean over its heads and the calls (paired comparisons of layers)
+    double* prompt_scores;        // (n_windows + n_heads + n_tsteps, n_with, 3): what the scores' per_prompt
+                                  // point into
     int n_windows;  ds_loc_score* windows;
     int n_heads;    ds_loc_score* heads;       // ablations, layer-major
     int n_tsteps;   ds_loc_score* tsteps;

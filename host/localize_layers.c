@@ -41,7 +41,10 @@ void ds_loc_result_free(ds_loc_result* r) {
     ds_loc_sites_free(&r->sites);
     free(r->timesteps);
     free(r->head_mass);
+    free(r->head_mass_se);
     free(r->call_mass);
+    free(r->prompt_layer_mass);
+    free(r->prompt_scores);
     free(r->windows);
     free(r->heads);
     free(r->tsteps);
@@ -53,12 +56,34 @@ static double metric(const ds_loc_score* s, int rank_by, int has_detector) {
     return rank_by == DS_LOC_RANK_IMAGE ? s->image_change : rank_by == DS_LOC_RANK_DETECTOR ? s->detector_drop : s->mass_drop;
 }
 
+static double metric_se(const ds_loc_score* s, int rank_by, int has_detector) {
+    if (rank_by == DS_LOC_RANK_AUTO) rank_by = has_detector ? DS_LOC_RANK_DETECTOR : DS_LOC_RANK_MASS;
+    return rank_by == DS_LOC_RANK_IMAGE ? s->image_change_se
+         : rank_by == DS_LOC_RANK_DETECTOR ? s->detector_drop_se : s->mass_drop_se;
+}
+
+// Mean and standard error of the mean (sample sd / √n, two passes) of v[0], v[stride], ... skipping NaN;
+// returns the count. mean NaN without values, se NaN below 2.
+static int mean_se(const double* v, int n, size_t stride, double* mean, double* se) {
+    double s = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (!isnan(v[(size_t)i * stride])) { s += v[(size_t)i * stride]; k++; }
+    *mean = k ? s / k : NAN;
+    double q = 0;
+    for (int i = 0; i < n; i++)
+        if (!isnan(v[(size_t)i * stride])) q += (v[(size_t)i * stride] - *mean) * (v[(size_t)i * stride] - *mean);
+    *se = k >= 2 ? sqrt(q / (k - 1) / k) : NAN;
+    return k;
+}
+
 void ds_loc_rank(ds_loc_score* s, int n, int rank_by, int has_detector) {
     int* idx = malloc(sizeof(int) * (size_t)(n ? n : 1));
     if (!idx) return;
     for (int i = 0; i < n; i++) {
         idx[i] = i;
         s[i].score = metric(&s[i], rank_by, has_detector);
+        s[i].score_se = metric_se(&s[i], rank_by, has_detector);
     }
     // insertion sort (n is small): score descending, NaN last; equal scores (the detector's drop moves in
     // steps of 1/prompts) by the image change, then by index
@@ -80,19 +105,12 @@ void ds_loc_rank(ds_loc_score* s, int n, int rank_by, int has_detector) {
     free(idx);
 }
 
-// One prompt's scores of an intervention against its baseline, added into the score's sums
-// (mass_drop, image_change, detector_drop hold sums and counts until finish_scores).
-typedef struct acc_score {
-    double mass_sum, image_sum, det_sum;
-    int mass_n, image_n, det_n;
-} acc_score;
-
-static void finish_scores(ds_loc_score* s, const acc_score* a, int n) {
+// The means and standard errors of each score from its per-prompt records (NaN: not scored).
+static void finish_scores(ds_loc_score* s, int n, int n_with) {
     for (int i = 0; i < n; i++) {
-        s[i].mass_drop = a[i].mass_n ? a[i].mass_sum / a[i].mass_n : NAN;
-        s[i].image_change = a[i].image_n ? a[i].image_sum / a[i].image_n : NAN;
-        s[i].detector_drop = a[i].det_n ? a[i].det_sum / a[i].det_n : NAN;
-        s[i].n_prompts = a[i].image_n;
+        mean_se(s[i].per_prompt + 0, n_with, 3, &s[i].mass_drop, &s[i].mass_drop_se);
+        s[i].n_prompts = mean_se(s[i].per_prompt + 1, n_with, 3, &s[i].image_change, &s[i].image_change_se);
+        mean_se(s[i].per_prompt + 2, n_with, 3, &s[i].detector_drop, &s[i].detector_drop_se);
     }
 }
 
@@ -133,9 +151,10 @@ static int detect(loc_job* j, const ds_image* img, const char* prompt, double* p
     return DS_OK;
 }
 
-// Runs one intervention on prompt i and adds its scores.
+// Runs one intervention on a prompt and records its scores in rec (mass_drop, image_change, detector_drop;
+// NaN where there is none: no concept mass left to compare, no detector).
 static int run_iv(loc_job* j, const ds_loc_run_in* base_in, const ds_loc_iv* iv, const double* base_mass,
-                  const ds_image* base_img, double base_presence, double* mass, uint8_t* modified, acc_score* a,
+                  const ds_image* base_img, double base_presence, double* mass, uint8_t* modified, double* rec,
                   const char* what) {
     const ds_loc_sites* s = &j->r->sites;
     int n_calls = j->r->n_calls;
@@ -159,19 +178,13 @@ static int run_iv(loc_job* j, const ds_loc_run_in* base_in, const ds_loc_iv* iv,
                 mi += mass[q];
                 nS++;
             }
-    if (nS && mb > 0) {
-        a->mass_sum += 1.0 - mi / mb;
-        a->mass_n++;
-    }
-    a->image_sum += image_change(&img, base_img);
-    a->image_n++;
+    rec[0] = nS && mb > 0 ? 1.0 - mi / mb : NAN;
+    rec[1] = image_change(&img, base_img);
+    rec[2] = NAN;
     if (j->p->detector) {
         double pr = 0;
         rc = detect(j, &img, in.prompt, &pr);
-        if (!rc) {
-            a->det_sum += base_presence - pr;
-            a->det_n++;
-        }
+        if (!rc) rec[2] = base_presence - pr;
     }
     ds_image_free(&img);
     return rc ? rc : progress(j, what);
@@ -278,9 +291,12 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
     logf_(p, "%d generations", j.total);
 
     // buffers
-    acc_score* aw = calloc((size_t)r->n_windows + 1, sizeof *aw);
-    acc_score* ah = calloc((size_t)r->n_heads + 1, sizeof *ah);
-    acc_score* at = calloc((size_t)r->n_tsteps + 1, sizeof *at);
+    int n_scores = r->n_windows + r->n_heads + r->n_tsteps;
+    r->n_with = p->n_with;
+    r->prompt_scores = malloc(sizeof(double) * ((size_t)n_scores * p->n_with * 3 + 1));
+    r->prompt_layer_mass = calloc((size_t)p->n_with * s->n_attn, sizeof(double));
+    r->head_mass_se = malloc(sizeof(double) * (size_t)s->n_attn * s->max_heads);
+    double* prompt_head_mass = calloc((size_t)p->n_with * s->n_attn * s->max_heads, sizeof(double));
     r->windows = calloc((size_t)r->n_windows + 1, sizeof(ds_loc_score));
     r->heads = calloc((size_t)r->n_heads + 1, sizeof(ds_loc_score));
     r->tsteps = calloc((size_t)r->n_tsteps + 1, sizeof(ds_loc_score));
@@ -289,9 +305,15 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
     double* base_mass = malloc(sizeof(double) * j.cells);
     double* mass = malloc(sizeof(double) * j.cells);
     uint8_t* modified = malloc(j.cells);
-    if (!aw || !ah || !at || !r->windows || !r->heads || !r->tsteps || !r->head_mass || !r->call_mass || !base_mass ||
-        !mass || !modified)
+    if (!r->prompt_scores || !r->prompt_layer_mass || !r->head_mass_se || !prompt_head_mass || !r->windows ||
+        !r->heads || !r->tsteps || !r->head_mass || !r->call_mass || !base_mass || !mass || !modified)
         rc = ds_errf(e, DS_ERR_OOM, "localize: out of memory");
+    // every score's per-prompt records: windows, heads, timestep windows, in that order; NaN until scored
+    for (size_t q = 0; !rc && q < (size_t)n_scores * p->n_with * 3; q++) r->prompt_scores[q] = NAN;
+    ds_loc_score* all_scores[3] = {r->windows, r->heads, r->tsteps};
+    int all_n[3] = {r->n_windows, r->n_heads, r->n_tsteps};
+    for (int g = 0, k = 0; !rc && g < 3; g++)
+        for (int i = 0; i < all_n[g]; i++, k++) all_scores[g][i].per_prompt = r->prompt_scores + (size_t)k * p->n_with * 3;
     if (!rc && (parts & DS_LOC_NEURONS)) {
         rc = ds_loc_neurons_init(e, &r->neurons, s, n_calls, r->timesteps);
         r->has_neurons = !rc;
@@ -332,17 +354,17 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
 
     // the concept's context rows in every prompt, checked before the first generation
     int** all_rows = calloc((size_t)p->n_with, sizeof(int*));
-    int* all_n = calloc((size_t)p->n_with, sizeof(int));
-    if (!rc && (!all_rows || !all_n)) rc = ds_errf(e, DS_ERR_OOM, "localize: out of memory");
+    int* rows_n = calloc((size_t)p->n_with, sizeof(int));
+    if (!rc && (!all_rows || !rows_n)) rc = ds_errf(e, DS_ERR_OOM, "localize: out of memory");
     for (int i = 0; !rc && attn_parts && i < p->n_with; i++)
-        rc = concept_rows(ctx, m, p->with[i], p->concept, i, &all_rows[i], &all_n[i]);
+        rc = concept_rows(ctx, m, p->with[i], p->concept, i, &all_rows[i], &rows_n[i]);
 
     // the prompts with the concept: baseline, then every intervention
     double det_sum = 0;
     for (int i = 0; !rc && i < p->n_with; i++) {
         const char* prompt = p->with[i];
         int* rows = all_rows[i];
-        int n_rows = all_n[i];
+        int n_rows = rows_n[i];
         float* neutral = NULL;
         int64_t neutral_rows = 0;
         if (!rc && (parts & (DS_LOC_LAYERS | DS_LOC_TIMESTEPS))) {
@@ -373,22 +395,28 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
                         double v = base_mass[((size_t)l * s->max_heads + h) * n_calls + c];
                         r->head_mass[(size_t)l * s->max_heads + h] += v / ((double)n_calls * p->n_with);
                         r->call_mass[c] += v / ((double)n_heads_total * p->n_with);
+                        prompt_head_mass[((size_t)i * s->n_attn + l) * s->max_heads + h] += v / n_calls;
+                        r->prompt_layer_mass[(size_t)i * s->n_attn + l] += v / ((double)n_calls * s->attn[l].heads);
                     }
         }
+        double* rec_w = r->prompt_scores + (size_t)i * 3;  // score k's record of prompt i: + k·n_with·3
+        size_t stride = (size_t)p->n_with * 3;
         for (int w = 0; !rc && w < r->n_windows; w++) {
             ds_loc_iv iv = {DS_LOC_IV_SWAP, w, w + window, -1, 0, 0};
             snprintf(what, sizeof what, "prompt %d layers %s", i + 1, r->windows[w].label);
-            rc = run_iv(&j, &in, &iv, base_mass, &base, base_presence, mass, modified, &aw[w], what);
+            rc = run_iv(&j, &in, &iv, base_mass, &base, base_presence, mass, modified, rec_w + (size_t)w * stride, what);
         }
         for (int w = 0; !rc && w < r->n_tsteps; w++) {
             ds_loc_iv iv = {DS_LOC_IV_SWAP, 0, s->n_attn, -1, r->tsteps[w].call_begin, r->tsteps[w].call_end};
             snprintf(what, sizeof what, "prompt %d %s", i + 1, r->tsteps[w].label);
-            rc = run_iv(&j, &in, &iv, base_mass, &base, base_presence, mass, modified, &at[w], what);
+            rc = run_iv(&j, &in, &iv, base_mass, &base, base_presence, mass, modified,
+                        rec_w + (size_t)(r->n_windows + r->n_heads + w) * stride, what);
         }
         for (int k = 0; !rc && i < head_n && k < r->n_heads; k++) {
             ds_loc_iv iv = {DS_LOC_IV_HEAD, r->heads[k].layer_begin, r->heads[k].layer_end, r->heads[k].head, 0, 0};
             snprintf(what, sizeof what, "prompt %d head %s", i + 1, r->heads[k].label);
-            rc = run_iv(&j, &in, &iv, base_mass, &base, base_presence, mass, modified, &ah[k], what);
+            rc = run_iv(&j, &in, &iv, base_mass, &base, base_presence, mass, modified,
+                        rec_w + (size_t)(r->n_windows + k) * stride, what);
         }
         ds_image_free(&base);
         free(neutral);
@@ -414,19 +442,24 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
         if (!rc) logf_(p, "neurons: selection at %d calls in %.2f s", n_calls, now_s() - ts0);
     }
     if (!rc) {
-        finish_scores(r->windows, aw, r->n_windows);
-        finish_scores(r->heads, ah, r->n_heads);
-        finish_scores(r->tsteps, at, r->n_tsteps);
+        finish_scores(r->windows, r->n_windows, p->n_with);
+        finish_scores(r->heads, r->n_heads, p->n_with);
+        finish_scores(r->tsteps, r->n_tsteps, p->n_with);
+        for (int l = 0; l < s->n_attn; l++)
+            for (int h = 0; h < s->max_heads; h++) {
+                double mean;  // == head_mass up to rounding; the sum above keeps the earlier bit pattern
+                mean_se(prompt_head_mass + (size_t)l * s->max_heads + h, p->n_with, (size_t)s->n_attn * s->max_heads,
+                        &mean, &r->head_mass_se[(size_t)l * s->max_heads + h]);
+                if (h >= s->attn[l].heads) r->head_mass_se[(size_t)l * s->max_heads + h] = NAN;
+            }
         ds_loc_rank(r->windows, r->n_windows, p->rank_by, r->has_detector);
         ds_loc_rank(r->heads, r->n_heads, p->rank_by, r->has_detector);
         ds_loc_rank(r->tsteps, r->n_tsteps, p->rank_by, r->has_detector);
     }
     for (int i = 0; all_rows && i < p->n_with; i++) free(all_rows[i]);
     free(all_rows);
-    free(all_n);
-    free(aw);
-    free(ah);
-    free(at);
+    free(rows_n);
+    free(prompt_head_mass);
     free(base_mass);
     free(mass);
     free(modified);

@@ -34,13 +34,22 @@ out=$("$BIN" localize --help); rc=$?
 O="$T/all"
 expect_ok "localize all" "$BIN" localize --model $M --concept "red circle" --out "$O" "${FAST[@]}" && {
   for f in neurons.json neurons.csv neuron_norms.npy neurons.png layers.csv layers.png heads.csv heads.png timesteps.csv \
-           timesteps.png summary.json; do exists "$O/$f"; done
+           timesteps.png prompts.csv summary.json; do exists "$O/$f"; done
   for f in neurons.png layers.png heads.png timesteps.png; do png "$O/$f"; done
   npy "$O/neuron_norms.npy"
   csv "$O/neurons.csv" "block,label,neuron,rows,calls,norm_with,norm_without" +
-  csv "$O/layers.csv" "rank,window,first_layer,last_layer,label,mass_drop,image_change,detector_drop,score" 9
-  csv "$O/heads.csv" "layer,path,label,head,attention_mass,mass_rank,ablation_rank,mass_drop,image_change,detector_drop,score" 88
-  csv "$O/timesteps.csv" "rank,window,call_begin,call_end,t_begin,t_end,attention_mass,mass_drop,image_change,detector_drop,score" 3
+  csv "$O/layers.csv" "rank,window,first_layer,last_layer,label,mass_drop,image_change,detector_drop,score,score_se" 9
+  csv "$O/heads.csv" "layer,path,label,head,attention_mass,attention_mass_se,mass_rank,ablation_rank,mass_drop,image_change,detector_drop,score,score_se" 88
+  csv "$O/timesteps.csv" "rank,window,call_begin,call_end,t_begin,t_end,attention_mass,mass_drop,image_change,detector_drop,score,score_se" 3
+  # 2 prompts: 11 layers + 9 windows + 3 timestep windows each, the 88 head ablations on the first (--head-prompts 1)
+  csv "$O/prompts.csv" "prompt,part,label,attention_mass,mass_drop,image_change,detector_drop" 134
+  [ "$(grep -c '^1,head,' "$O/prompts.csv")" = 0 ] && [ "$(grep -c '^0,head,' "$O/prompts.csv")" = 88 ] && pass || fail "prompts.csv: heads on the first prompt only"
+  # two prompts: a standard error on every window (the last column), none for the heads (one prompt)
+  [ "$(cut -d, -f10 "$O/layers.csv" | tail -n +2 | grep -c '^[0-9.e+-]*$')" = 9 ] && pass || fail "layers.csv: score_se missing"
+  [ "$(grep -c ',nan$' "$O/heads.csv")" = 88 ] && pass || fail "heads.csv: a head score_se from one prompt"
+  has "report s.e." "^  1\. .* \(concept mass drop ± [0-9.e-]+ s\.e\.\)$" "$T/stdout"
+  has "summary se" '"score_se"' "$O/summary.json"
+  has "summary head mass se" '"head_attention_mass_se"' "$O/summary.json"
   has "neurons.json format" '"format": "diffscope-neurons"' "$O/neurons.json"
   has "neurons.json arch" '"arch": "SD1.x"' "$O/neurons.json"
   has "summary format" '"format":[[:space:]]*"diffscope-localize"' "$O/summary.json"
@@ -67,7 +76,7 @@ expect_ok "localize with files" "$BIN" localize --model $M --concept "red circle
   has "neutral in summary" '"a painting"' "$O/summary.json"
   has "files' prompts" '"a green star"' "$O/summary.json"
   has "rank by image" "^layer windows \(by image change\):" "$T/stdout"
-  [ "$(grep -c ',nan,nan,nan,nan$' "$O/heads.csv")" = 72 ] && pass || fail "--head-layers: 72 heads not ablated expected"
+  [ "$(grep -c ',nan,nan,nan,nan,nan$' "$O/heads.csv")" = 72 ] && pass || fail "--head-layers: 72 heads not ablated expected"
   has "heads ablated" "^heads \(by image change\):" "$T/stdout"
   has "detector column" "detector drop" "$T/stdout"
 }

@@ -670,14 +670,18 @@ static double mass_drop(const double* base, const double* iv, int n_calls, int l
     return mb > 0 ? 1.0 - mi / mb : NAN;
 }
 
+static const char* PROMPT2 = "a blue square and a red circle";
+
 static void test_localize_scores(void) {
-    const char* with[] = {PROMPT};
+    // two concept prompts: every score is a mean over them, with its per-prompt records and standard error;
+    // the neutral prompt is cycled
+    const char* with[] = {PROMPT, PROMPT2};
     const char* without[] = {NEUTRAL};
     ds_loc_params p;
     ds_loc_params_init(&p);
     p.concept = "red circle";
     p.with = with;
-    p.n_with = 1;
+    p.n_with = 2;
     p.without = without;
     p.n_without = 1;
     p.steps = 4;
@@ -691,74 +695,129 @@ static void test_localize_scores(void) {
     CHECKF(rc == DS_OK, "localize: %s", ds_last_error(ctx));
     if (rc) return;
     int n_calls = r.n_calls;
-    CHECK(n_calls == 5 && r.n_tsteps == 3 && r.n_windows == sites.n_attn - 2 && r.n_heads == 16);
+    CHECK(n_calls == 5 && r.n_tsteps == 3 && r.n_windows == sites.n_attn - 2 && r.n_heads == 16 && r.n_with == 2);
     CHECK(r.heads[0].layer_begin == 1 && r.heads[8].layer_begin == 6 && r.heads[15].head == 7);
-    CHECK(r.runs == 1 + r.n_windows + r.n_tsteps + r.n_heads + 1);
+    CHECK(r.runs == 2 * (1 + r.n_windows + r.n_tsteps) + r.n_heads + 1);
     CHECK(r.tau == 1 && r.has_neurons);
-    // recompute: the baseline, then a few interventions with single runs
+    // recompute from single runs: each prompt's baseline, then a few interventions on it
     size_t cells = (size_t)sites.n_attn * sites.max_heads * n_calls;
-    double* bm = calloc(cells, sizeof(double));
+    double* bm[2] = {calloc(cells, sizeof(double)), calloc(cells, sizeof(double))};
     double* im = calloc(cells, sizeof(double));
-    int rows[8] = {0}, nr = 0;
-    ds_heatmap_wordlist wl;
-    CHECK(ds_heatmap_words(ctx, model, PROMPT, "red circle", &wl) == DS_OK);
-    for (int w = 0; w < wl.n; w++)
-        for (int t = 0; t < wl.words[w].n_tokens && nr < 8; t++) rows[nr++] = wl.words[w].tokens[t];
-    ds_heatmap_words_free(&wl);
     ds_err e = {0};
     float* neutral = NULL;
     int64_t nrows = 0;
     CHECK(ds_loc_encode(&e, model, NEUTRAL, "", 1, &neutral, &nrows) == DS_OK);
-    ds_loc_run_in in;
-    base_in(&in, PROMPT, 4, 7.5f, 5);
-    in.concept_rows = rows;
-    in.n_concept_rows = nr;
-    in.mass = bm;
-    ds_image base = {0};
-    CHECK(ds_loc_run(ctx, model, &sites, n_calls, &in, &base) == DS_OK);
-    // baseline head mass = mean over calls
-    double worst_hm = 0;
-    for (int l = 0; l < sites.n_attn; l++)
-        for (int h = 0; h < 8; h++) {
-            double s = 0;
-            for (int c = 0; c < n_calls; c++) s += bm[((size_t)l * sites.max_heads + h) * n_calls + c];
-            s /= n_calls;
-            double d = fabs(s - r.head_mass[(size_t)l * sites.max_heads + h]);
-            if (d > worst_hm) worst_hm = d;
-        }
-    CHECKF(worst_hm <= 1e-12, "head mass: %.3e", worst_hm);
     struct { ds_loc_score* sc; int n; } sets[3] = {{r.tsteps, r.n_tsteps}, {r.windows, 2}, {r.heads + 7, 3}};
+    double rec[2][8][3];  // [prompt][checked score][mass drop, image change]
     int checked = 0;
+    for (int pi = 0; pi < 2; pi++) {
+        int rows[8] = {0}, nr = 0;
+        ds_heatmap_wordlist wl;
+        CHECK(ds_heatmap_words(ctx, model, with[pi], "red circle", &wl) == DS_OK);
+        for (int w = 0; w < wl.n; w++)
+            for (int t = 0; t < wl.words[w].n_tokens && nr < 8; t++) rows[nr++] = wl.words[w].tokens[t];
+        ds_heatmap_words_free(&wl);
+        ds_loc_run_in in;
+        base_in(&in, with[pi], 4, 7.5f, 5);
+        in.concept_rows = rows;
+        in.n_concept_rows = nr;
+        in.mass = bm[pi];
+        ds_image base = {0};
+        CHECK(ds_loc_run(ctx, model, &sites, n_calls, &in, &base) == DS_OK);
+        // this prompt's concept mass per layer = mean over the layer's heads and the calls
+        double worst_pl = 0;
+        for (int l = 0; l < sites.n_attn; l++) {
+            double s = 0;
+            for (int h = 0; h < sites.attn[l].heads; h++)
+                for (int c = 0; c < n_calls; c++) s += bm[pi][((size_t)l * sites.max_heads + h) * n_calls + c];
+            s /= (double)sites.attn[l].heads * n_calls;
+            double d = fabs(s - r.prompt_layer_mass[(size_t)pi * sites.n_attn + l]);
+            if (d > worst_pl) worst_pl = d;
+        }
+        CHECKF(worst_pl <= 1e-12, "prompt %d layer mass: %.3e", pi, worst_pl);
+        int k = 0;
+        for (int si = 0; si < 3; si++)
+            for (int q = 0; q < sets[si].n; q++, k++) {
+                ds_loc_score* sc = &sets[si].sc[q];
+                const double* pp = sc->per_prompt + (size_t)pi * 3;
+                if (sc->head >= 0 && pi > 0) {  // heads are ablated on the first head_prompts prompts only
+                    CHECKF(isnan(pp[0]) && isnan(pp[1]) && isnan(pp[2]), "%s: scored on prompt %d", sc->label, pi);
+                    continue;
+                }
+                ds_loc_iv iv = {sc->head >= 0 ? DS_LOC_IV_HEAD : DS_LOC_IV_SWAP, sc->layer_begin, sc->layer_end, sc->head,
+                                sc->call_begin, sc->call_end};
+                base_in(&in, with[pi], 4, 7.5f, 5);
+                in.concept_rows = rows;
+                in.n_concept_rows = nr;
+                in.mass = im;
+                in.iv = &iv;
+                in.neutral = neutral;
+                in.neutral_rows = nrows;
+                ds_image img = {0};
+                CHECK(ds_loc_run(ctx, model, &sites, n_calls, &in, &img) == DS_OK);
+                // the calls before a timestep window are untouched
+                for (int l = 0; l < sites.n_attn; l++)
+                    for (int h = 0; h < 8; h++)
+                        for (int c = 0; c < sc->call_begin; c++) {
+                            size_t x = ((size_t)l * sites.max_heads + h) * n_calls + c;
+                            CHECKF(im[x] == bm[pi][x], "%s: call %d before the window changed", sc->label, c);
+                        }
+                rec[pi][k][0] = mass_drop(bm[pi], im, n_calls, sc->layer_begin, sc->layer_end, sc->head, sc->call_begin,
+                                          sc->call_end);
+                rec[pi][k][1] = img_change(&img, &base);
+                CHECKF((isnan(rec[pi][k][0]) && isnan(pp[0])) || fabs(rec[pi][k][0] - pp[0]) <= 1e-12,
+                       "%s prompt %d: mass drop %g vs %g", sc->label, pi, pp[0], rec[pi][k][0]);
+                CHECKF(fabs(rec[pi][k][1] - pp[1]) <= 1e-12, "%s prompt %d: image change %g vs %g", sc->label, pi, pp[1],
+                       rec[pi][k][1]);
+                CHECK(isnan(pp[2]));  // no detector
+                ds_image_free(&img);
+                checked++;
+            }
+        ds_image_free(&base);
+    }
+    // the means over the prompts and their standard errors: with two values a and b, the sample sd is
+    // |a − b|/√2 and the standard error |a − b|/2; with one value there is no standard error
+    int k = 0;
     for (int si = 0; si < 3; si++)
-        for (int k = 0; k < sets[si].n; k++) {
-            ds_loc_score* sc = &sets[si].sc[k];
-            ds_loc_iv iv = {sc->head >= 0 ? DS_LOC_IV_HEAD : DS_LOC_IV_SWAP, sc->layer_begin, sc->layer_end, sc->head,
-                            sc->call_begin, sc->call_end};
-            base_in(&in, PROMPT, 4, 7.5f, 5);
-            in.concept_rows = rows;
-            in.n_concept_rows = nr;
-            in.mass = im;
-            in.iv = &iv;
-            in.neutral = neutral;
-            in.neutral_rows = nrows;
-            ds_image img = {0};
-            CHECK(ds_loc_run(ctx, model, &sites, n_calls, &in, &img) == DS_OK);
-            // the calls before a timestep window are untouched
-            for (int l = 0; l < sites.n_attn; l++)
-                for (int h = 0; h < 8; h++)
-                    for (int c = 0; c < sc->call_begin; c++) {
-                        size_t q = ((size_t)l * sites.max_heads + h) * n_calls + c;
-                        CHECKF(im[q] == bm[q], "%s: call %d before the window changed", sc->label, c);
-                    }
-            double md = mass_drop(bm, im, n_calls, sc->layer_begin, sc->layer_end, sc->head, sc->call_begin, sc->call_end);
-            double ic = img_change(&img, &base);
+        for (int q = 0; q < sets[si].n; q++, k++) {
+            ds_loc_score* sc = &sets[si].sc[q];
+            if (sc->head >= 0) {
+                CHECKF(sc->n_prompts == 1 && fabs(sc->image_change - rec[0][k][1]) <= 1e-12 && isnan(sc->image_change_se) &&
+                       isnan(sc->score_se), "%s: one prompt", sc->label);
+                continue;
+            }
+            CHECK(sc->n_prompts == 2);
+            double ic = 0.5 * (rec[0][k][1] + rec[1][k][1]), ic_se = 0.5 * fabs(rec[0][k][1] - rec[1][k][1]);
+            CHECKF(fabs(sc->image_change - ic) <= 1e-12 && fabs(sc->image_change_se - ic_se) <= 1e-12,
+                   "%s: image change %g ± %g vs %g ± %g", sc->label, sc->image_change, sc->image_change_se, ic, ic_se);
+            int n_md = !isnan(rec[0][k][0]) + !isnan(rec[1][k][0]);
+            double md = n_md == 2 ? 0.5 * (rec[0][k][0] + rec[1][k][0]) : !isnan(rec[0][k][0]) ? rec[0][k][0] : rec[1][k][0];
+            double md_se = n_md == 2 ? 0.5 * fabs(rec[0][k][0] - rec[1][k][0]) : NAN;
             CHECKF((isnan(md) && isnan(sc->mass_drop)) || fabs(md - sc->mass_drop) <= 1e-12, "%s: mass drop %g vs %g",
                    sc->label, sc->mass_drop, md);
-            CHECKF(fabs(ic - sc->image_change) <= 1e-12, "%s: image change %g vs %g", sc->label, sc->image_change, ic);
-            CHECK(isnan(sc->detector_drop) && sc->n_prompts == 1);
-            ds_image_free(&img);
-            checked++;
+            CHECKF((isnan(md_se) && isnan(sc->mass_drop_se)) || fabs(md_se - sc->mass_drop_se) <= 1e-12,
+                   "%s: mass drop se %g vs %g", sc->label, sc->mass_drop_se, md_se);
+            // ranked by the concept mass drop (no detector): score and score_se are that metric's
+            CHECK((isnan(sc->score) && isnan(md)) || sc->score == sc->mass_drop);
+            CHECK((isnan(sc->score_se) && isnan(md_se)) || sc->score_se == sc->mass_drop_se);
+            CHECK(isnan(sc->detector_drop) && isnan(sc->detector_drop_se));
         }
+    // baseline head mass = mean over the prompts of the mean over the calls; its standard error
+    double worst_hm = 0, worst_se = 0;
+    for (int l = 0; l < sites.n_attn; l++)
+        for (int h = 0; h < 8; h++) {
+            double m2[2];
+            for (int pi = 0; pi < 2; pi++) {
+                m2[pi] = 0;
+                for (int c = 0; c < n_calls; c++) m2[pi] += bm[pi][((size_t)l * sites.max_heads + h) * n_calls + c];
+                m2[pi] /= n_calls;
+            }
+            double d = fabs(0.5 * (m2[0] + m2[1]) - r.head_mass[(size_t)l * sites.max_heads + h]);
+            double dse = fabs(0.5 * fabs(m2[0] - m2[1]) - r.head_mass_se[(size_t)l * sites.max_heads + h]);
+            if (d > worst_hm) worst_hm = d;
+            if (dse > worst_se) worst_se = dse;
+        }
+    CHECKF(worst_hm <= 1e-12 && worst_se <= 1e-12, "head mass: %.3e, its se: %.3e", worst_hm, worst_se);
     // the last timestep window has no later calls: no mass score; the others have one
     CHECK(isnan(r.tsteps[r.n_tsteps - 1].mass_drop) && !isnan(r.tsteps[0].mass_drop));
     // ranking: rank 1 has the largest (non-NaN) score
@@ -767,18 +826,19 @@ static void test_localize_scores(void) {
     for (int si = 0; si < 3; si++) {
         int top = -1;
         double best = -INFINITY;
-        for (int k = 0; k < ns[si]; k++) {
-            CHECK(all[si][k].rank >= 1 && all[si][k].rank <= ns[si]);
-            if (all[si][k].rank == 1) top = k;
-            if (!isnan(all[si][k].mass_drop) && all[si][k].mass_drop > best) best = all[si][k].mass_drop;
+        for (int q = 0; q < ns[si]; q++) {
+            CHECK(all[si][q].rank >= 1 && all[si][q].rank <= ns[si]);
+            if (all[si][q].rank == 1) top = q;
+            if (!isnan(all[si][q].mass_drop) && all[si][q].mass_drop > best) best = all[si][q].mass_drop;
         }
         CHECK(top >= 0 && all[si][top].score == best);
     }
-    printf("ds_localize: %d runs in %.2f s; %d scores recomputed from single runs (timestep windows of %d calls, "
-           "layer windows, heads)\n", r.runs, r.seconds, checked, r.timestep_window);
-    ds_image_free(&base);
+    printf("ds_localize: %d runs in %.2f s; 2 prompts: %d per-prompt scores recomputed from single runs (timestep "
+           "windows of %d calls, layer windows, heads), their means and standard errors\n", r.runs, r.seconds, checked,
+           r.timestep_window);
     free(neutral);
-    free(bm);
+    free(bm[0]);
+    free(bm[1]);
     free(im);
     ds_loc_result_free(&r);
 }
