@@ -179,6 +179,8 @@ typedef struct ds_loc_params {
     int steps;                    // 20
     float guidance;               // 7.5
     uint64_t seed;                // 0: every prompt uses this seed
+    int seed_per_prompt;          // 0: the same seed for all (ConceptPrune); 1: prompt i of each side starts
+                                  // from seed + i (its interventions too), so rankings average over the noise
     ds_sampler sampler;
     int width, height;            // 0: native
     double ratio;                 // 0.02 (objects); 0.01 for styles

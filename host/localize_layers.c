@@ -372,8 +372,8 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
             rc = ds_loc_encode(e, m, nt, p->negative, j.cfg, &neutral, &neutral_rows);
         }
         ds_loc_run_in in = {.prompt = prompt, .negative = p->negative, .steps = p->steps, .guidance = p->guidance,
-                            .seed = p->seed, .sampler = p->sampler, .width = p->width, .height = p->height,
-                            .neutral = neutral, .neutral_rows = neutral_rows,
+                            .seed = p->seed + (p->seed_per_prompt ? (uint64_t)i : 0), .sampler = p->sampler,
+                            .width = p->width, .height = p->height, .neutral = neutral, .neutral_rows = neutral_rows,
                             .acc = (parts & DS_LOC_NEURONS) ? &r->neurons : NULL, .acc_side = 0,
                             .concept_rows = rows, .n_concept_rows = n_rows, .mass = attn_parts ? base_mass : NULL};
         ds_image base = {0};
@@ -425,7 +425,8 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
     // the base prompts: neuron statistics only
     for (int i = 0; !rc && (parts & DS_LOC_NEURONS) && i < p->n_without; i++) {
         ds_loc_run_in in = {.prompt = p->without[i], .negative = p->negative, .steps = p->steps,
-                            .guidance = p->guidance, .seed = p->seed, .sampler = p->sampler, .width = p->width,
+                            .guidance = p->guidance, .seed = p->seed + (p->seed_per_prompt ? (uint64_t)i : 0),
+                            .sampler = p->sampler, .width = p->width,
                             .height = p->height, .acc = &r->neurons, .acc_side = 1};
         ds_image img = {0};
         rc = ds_loc_run(ctx, m, s, n_calls, &in, &img);

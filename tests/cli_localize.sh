@@ -50,6 +50,7 @@ expect_ok "localize all" "$BIN" localize --model $M --concept "red circle" --out
   has "report s.e." "^  1\. .* \(concept mass drop ± [0-9.e-]+ s\.e\.\)$" "$T/stdout"
   has "summary se" '"score_se"' "$O/summary.json"
   has "summary head mass se" '"head_attention_mass_se"' "$O/summary.json"
+  has "one seed by default" '"seed_per_prompt":[[:space:]]*false' "$O/summary.json"
   has "neurons.json format" '"format": "diffscope-neurons"' "$O/neurons.json"
   has "neurons.json arch" '"arch": "SD1.x"' "$O/neurons.json"
   has "summary format" '"format":[[:space:]]*"diffscope-localize"' "$O/summary.json"
@@ -69,7 +70,9 @@ printf '# concept prompts\na red circle on a white background\n\na red circle an
 printf 'a white background\na blue square\na green star\n' >"$T/without.txt"
 O="$T/files"
 expect_ok "localize with files" "$BIN" localize --model $M --concept "red circle" --with "$T/with.txt" --without "$T/without.txt" \
-  --parts layers,timesteps,heads --head-layers u2.a1,mid_block --neutral "a painting" --detector shapes --rank-by image --out "$O" --steps 2 --quiet && {
+  --parts layers,timesteps,heads --head-layers u2.a1,mid_block --neutral "a painting" --detector shapes --rank-by image --out "$O" --steps 2 \
+  --seed-per-prompt --quiet && {
+  has "seed per prompt in summary" '"seed_per_prompt":[[:space:]]*true' "$O/summary.json"
   for f in layers.csv layers.png heads.csv timesteps.csv summary.json; do exists "$O/$f"; done
   [ -e "$O/neurons.json" ] && fail "--parts layers,timesteps wrote neurons.json" || pass
   has "detector in summary" '"detector":[[:space:]]*"shapes"' "$O/summary.json"

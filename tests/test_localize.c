@@ -674,7 +674,7 @@ static const char* PROMPT2 = "a blue square and a red circle";
 
 static void test_localize_scores(void) {
     // two concept prompts: every score is a mean over them, with its per-prompt records and standard error;
-    // the neutral prompt is cycled
+    // the neutral prompt is cycled; prompt i starts from seed 5 + i
     const char* with[] = {PROMPT, PROMPT2};
     const char* without[] = {NEUTRAL};
     ds_loc_params p;
@@ -686,6 +686,7 @@ static void test_localize_scores(void) {
     p.n_without = 1;
     p.steps = 4;
     p.seed = 5;
+    p.seed_per_prompt = 1;
     p.width = p.height = 32;
     p.timestep_window = 2;
     p.head_prompts = 1;
@@ -718,7 +719,7 @@ static void test_localize_scores(void) {
             for (int t = 0; t < wl.words[w].n_tokens && nr < 8; t++) rows[nr++] = wl.words[w].tokens[t];
         ds_heatmap_words_free(&wl);
         ds_loc_run_in in;
-        base_in(&in, with[pi], 4, 7.5f, 5);
+        base_in(&in, with[pi], 4, 7.5f, 5 + pi);
         in.concept_rows = rows;
         in.n_concept_rows = nr;
         in.mass = bm[pi];
@@ -746,7 +747,7 @@ static void test_localize_scores(void) {
                 }
                 ds_loc_iv iv = {sc->head >= 0 ? DS_LOC_IV_HEAD : DS_LOC_IV_SWAP, sc->layer_begin, sc->layer_end, sc->head,
                                 sc->call_begin, sc->call_end};
-                base_in(&in, with[pi], 4, 7.5f, 5);
+                base_in(&in, with[pi], 4, 7.5f, 5 + pi);
                 in.concept_rows = rows;
                 in.n_concept_rows = nr;
                 in.mass = im;

@@ -216,6 +216,7 @@ int cmd_localize(int argc, char** argv) {
     int per_side = 10, steps = 20, width = 0, height = 0, tau = 0, window = 3, tw = 0, head_prompts = 2, quiet = 0;
     float guidance = -1.0f, ratio = -1.0f, union_min = 0.0f;
     uint64_t seed = 0;
+    int seed_per_prompt = 0;
     const arg_spec specs[] = {
         {"model", ARG_STR, &model, "PATH", "diffusers folder or single-file .safetensors (default: the embedded model)", 1, 0, 0},
         {"concept", ARG_STR, &concept_arg, "TEXT", "the concept to localize (a word or phrase of the prompts)", 1, 0, 1},
@@ -229,6 +230,7 @@ int cmd_localize(int argc, char** argv) {
         {"steps", ARG_INT, &steps, "N", "denoising steps of every generation, 1..1000 (default 20)", 1, 1000, 0},
         {"guidance", ARG_FLOAT, &guidance, "F", "classifier-free guidance scale (default: the model's recommendation; 7.5 for SD, 2 for the embedded model)", 0, 100, 0},
         {"seed", ARG_U64, &seed, "N", "seed of every generation (default 0)", 1, 0, 0},
+        {"seed-per-prompt", ARG_FLAG, &seed_per_prompt, NULL, "prompt i of each side starts from seed + i (its interventions too): rankings average over the starting noise", 1, 0, 0},
         {"sampler", ARG_STR, &sampler, "NAME", "default|ddim|euler|euler_a|dpmpp_2m|pndm", 1, 0, 0},
         {"width", ARG_INT, &width, "W", "image width (default: the model's native size)", 8, 16384, 0},
         {"height", ARG_INT, &height, "H", "image height", 8, 16384, 0},
@@ -353,6 +355,7 @@ int cmd_localize(int argc, char** argv) {
     p.steps = steps;
     p.guidance = cli_guidance(ctx, m, guidance);
     p.seed = seed;
+    p.seed_per_prompt = seed_per_prompt;
     p.sampler = smp;
     p.width = width;
     p.height = height;

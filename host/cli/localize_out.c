@@ -234,6 +234,7 @@ static char* provenance(const loc_out* o) {
     cJSON_AddNumberToObject(j, "steps", p->steps);
     cJSON_AddNumberToObject(j, "guidance", p->guidance);
     cJSON_AddNumberToObject(j, "seed", (double)p->seed);
+    cJSON_AddBoolToObject(j, "seed_per_prompt", p->seed_per_prompt);
     cJSON_AddNumberToObject(j, "prompts_with", p->n_with);
     cJSON_AddNumberToObject(j, "prompts_without", p->n_without);
     cJSON_AddStringToObject(j, "norm", "per-prompt column norm sqrt(sum over prompts and rows of (h_rj/|h_r|)^2 / prompts), conditional half");
@@ -606,6 +607,7 @@ static int write_summary(loc_out* o, const char* const* files, int n_files) {
     cJSON_AddNumberToObject(j, "steps", p->steps);
     cJSON_AddNumberToObject(j, "guidance", p->guidance);
     cJSON_AddNumberToObject(j, "seed", (double)p->seed);
+    cJSON_AddBoolToObject(j, "seed_per_prompt", p->seed_per_prompt);
     cJSON_AddStringToObject(j, "negative", p->negative ? p->negative : "");
     cJSON_AddNumberToObject(j, "calls", r->n_calls);
     cJSON* ts = cJSON_AddArrayToObject(j, "timesteps");
