@@ -9,7 +9,7 @@
 #                concepts, so one baseline eval serves them all): prompts naming each concept in turn plus
 #                a control group naming none of them; one CSV row per named object (found or not);
 #   2. erase     UCE with its default key (the concept's token, guide "") and UCE with in-context keys
-#                (`--context`: 20 grammar prompts naming the concept, guide = the kind's word "color" or
+#                (`--context`: 40-48 grammar prompts naming the concept, guide = the kind's word "color" or
 #                "shape", the other words of its kind preserved) -> eval -> the concept's rate over the
 #                objects naming it, every other word's rate over the objects that do not name the concept;
 #                and with a concrete guide replacing it (a colour: the palette colour nearest to it, red ->
@@ -17,8 +17,10 @@
 #   3. prune     for each ConceptPrune ratio: `localize --parts neurons --ratio F` -> `prune` -> eval;
 #                and a random neurons.json with the same number of (row, neuron) entries in every row of
 #                every block (seeded) -> prune -> eval;
-#   4. layers    localize's best window (rank 1 of layers.csv, by the detector's drop) vs the attn2 layer
-#                with the highest concept attention mass (heads.csv, mean over the layer's heads);
+#   4. layers    `localize --parts layers --seed-per-prompt`: its best window (rank 1 of layers.csv, by the
+#                detector's drop) vs the attn2 layer with the highest mean attention mass on the concept's
+#                token (prompts.csv), each checked by resampling the prompts (paired bootstrap): how often
+#                the window stays first, the layer stays in it, and both agree;
 #   5. a markdown table per concept -> stdout and RESULTS_DIR/summary.md.
 # Method and table format: docs/verification.md.
 set -euo pipefail
@@ -50,7 +52,7 @@ while [ $# -gt 0 ]; do
         --ratios) RATIOS=${2:?--ratios needs a value}; shift 2 ;;
         --bin) BIN=${2:?--bin needs a value}; shift 2 ;;
         --keep-models) KEEP=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -141,14 +143,15 @@ for c in concepts:
         return " ".join(t)
     open(out + "/loc_with_%s.txt" % c, "w").write("\n".join(w) + "\n")
     open(out + "/loc_without_%s.txt" % c, "w").write("\n".join(art(x) for x in wo) + "\n")
-# erase --context: 20 grammar prompts naming the concept (its own random stream, so not the evaluated prompts):
-# every word of the other kind x 4 backgrounds (none, white, black, gray), half with a second object
+# erase --context: grammar prompts naming the concept (their own random stream, so not the evaluated prompts):
+# every word of the other kind x 4 backgrounds (none, white, black, gray), twice (red: 40, circle: 48), half
+# with a second object. (20 for both, the first rule, left circle's gray-background grid two colours short.)
 crng = random.Random(seed * 1000003 + 17)
 for c in concepts:
     kind = C if c in C else S
     other = S if c in C else C
     lines = []
-    for k in range(20):
+    for k in range(2 * len(other) * 4):
         o = (c, other[k % len(other)]) if c in C else (other[k % len(other)], c)
         objs = [o]
         if crng.random() < 0.5:
@@ -212,12 +215,19 @@ for c in "${CLIST[@]}"; do
     run_eval "$OUT/erased_rep_$c" "erased_rep_$c"
     [ $KEEP = 1 ] || rm -rf "${OUT:?}/erased_rep_$c"
 
-    # ---- localize: layer windows (and the first ratio's neurons)
+    # ---- localize: layer windows, every prompt from its own seed (the rankings average over the noise too)
+    t=$(date +%s)
+    L="$OUT/loc_$c"
+    "$BIN" localize --model "$MODEL" --concept "$c" --parts layers --detector shapes --seed-per-prompt \
+        --with "$OUT/loc_with_$c.txt" --without "$OUT/loc_without_$c.txt" --steps "$STEPS" --seed "$SEED" \
+        --out "$L" --quiet > "$L.txt" 2> "$L.log" || die "localize --parts layers '$c' failed; see $L.log"
+    log "localize layers '$c': $(( $(date +%s) - t )) s"
+
+    # ---- localize: neurons at each ratio (ConceptPrune: one seed for every prompt)
     for r in "${RLIST[@]}"; do
         t=$(date +%s)
-        L="$OUT/loc_$c"; parts=neurons,layers
-        [ "$r" = "${RLIST[0]}" ] || { L="$OUT/loc_${c}_r$r"; parts=neurons; }
-        "$BIN" localize --model "$MODEL" --concept "$c" --parts $parts --detector shapes --ratio "$r" \
+        L="$OUT/loc_${c}_r$r"
+        "$BIN" localize --model "$MODEL" --concept "$c" --parts neurons --detector shapes --ratio "$r" \
             --with "$OUT/loc_with_$c.txt" --without "$OUT/loc_without_$c.txt" --steps "$STEPS" --seed "$SEED" \
             --out "$L" --quiet > "$L.txt" 2> "$L.log" \
             || die "localize '$c' (ratio $r) failed; see $L.log"
@@ -257,8 +267,9 @@ PY
 done
 
 # ---- tables
-python3 - "$OUT" "$N" "$STEPS" "$SEED" "$MODEL" "$(( $(date +%s) - T0 ))" "$RATIOS" "${CLIST[@]}" <<'PY'
+VERIFY_BENCH="$ROOT/bench" python3 - "$OUT" "$N" "$STEPS" "$SEED" "$MODEL" "$(( $(date +%s) - T0 ))" "$RATIOS" "${CLIST[@]}" <<'PY'
 import csv, json, os, random, sys, collections
+sys.path.insert(0, os.environ["VERIFY_BENCH"]); from layer_check import layer_check, describe
 out, n, steps, seed, model, secs, ratios, concepts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7].split(","), sys.argv[8:]
 C = ["red", "green", "blue", "yellow", "purple", "orange"]; S = ["circle", "square", "triangle", "star", "ring"]
 NAN = float("nan")
@@ -298,43 +309,6 @@ def min_ratio_cell(lab, concept, mr, mw):
 def summary(label):
     return [l.strip() for l in open("%s/eval_%s.txt" % (out, label)) if l.startswith("testbed:")][-1]
 f = lambda x: "n/a" if x != x else "%.3f" % x
-def layer_check(c, reps=2000):
-    """localize's best layer window vs the attn2 layer with the most attention on the concept's token, and how
-    sure each is: localize's prompts.csv has every prompt's mass per layer and every window's detector drop on
-    it, so the prompts can be resampled (seeded, paired: one resample serves both)."""
-    rows = list(csv.DictReader(open("%s/loc_%s/prompts.csv" % (out, c))))
-    layers = list(collections.OrderedDict((r["label"], 0) for r in rows if r["part"] == "layer"))
-    windows = list(collections.OrderedDict((r["label"], 0) for r in rows if r["part"] == "window"))
-    P = sorted({int(r["prompt"]) for r in rows})
-    m = {(int(r["prompt"]), r["label"]): float(r["attention_mass"]) for r in rows if r["part"] == "layer"}
-    d = {(int(r["prompt"]), r["label"]): (float(r["detector_drop"]), float(r["image_change"]))  # localize's ranking key
-         for r in rows if r["part"] == "window"}
-    span = lambda w: layers[layers.index(w.split(" .. ")[0]): layers.index(w.split(" .. ")[-1]) + 1]
-    lay = list(csv.DictReader(open("%s/loc_%s/layers.csv" % (out, c))))
-    best = min(lay, key=lambda r: int(r["rank"]))["label"]   # localize's rank 1 (ties broken by the image change)
-    mean = {l: sum(m[i, l] for i in P) / len(P) for l in layers}
-    top = max(layers, key=mean.get)
-    inside = span(best)
-    wbest = max(inside, key=mean.get)                       # the window's most attended layer
-    rng, kept, contains, agree, diff = random.Random(2), 0, 0, 0, []
-    for _ in range(reps):
-        idx = [P[rng.randrange(len(P))] for _ in P]
-        ms = {l: sum(m[i, l] for i in idx) for l in layers}
-        ds = {w: (sum(d[i, w][0] for i in idx), sum(d[i, w][1] for i in idx)) for w in windows}
-        t, b = max(layers, key=ms.get), max(windows, key=ds.get)
-        kept += b == best; contains += t in inside; agree += t in span(b)
-        diff.append((ms[top] - ms[wbest]) / len(idx))
-    diff.sort()
-    lo, hi = diff[int(0.025 * reps)], diff[int(0.975 * reps) - 1]
-    if top in inside: verdict = "yes"
-    elif lo <= 0: verdict = "tie: the window's %s has %.2f of that mass, paired 95%% CI of the gap %.4f to %.4f" % (
-        wbest, mean[wbest] / mean[top], lo, hi)
-    else: verdict = "no: the window's %s has %.2f of that mass, paired 95%% CI of the gap %.4f to %.4f" % (
-        wbest, mean[wbest] / mean[top], lo, hi)
-    cell = "window contains it: %s; over %d resamples of the %d prompts: the window first %d %%, the max layer in it %d %%, both agree %d %%" % (
-        verdict, reps, len(P), round(100 * kept / reps), round(100 * contains / reps), round(100 * agree / reps))
-    return {"window": best, "top": top, "mass": mean[top], "cell": cell, "verdict": verdict.split(":")[0],
-            "drop": sum(d[i, best][0] for i in P) / len(P)}
 md = ["# verify_edits results", "",
       "model `%s`, %s prompts (`%s/prompts.txt`), %s steps, seed %s; %s s in all." % (model, n, out, steps, seed, secs),
       "", "baseline: `%s`" % summary("baseline"), ""]
@@ -354,9 +328,9 @@ for c in concepts:
         # words with >= 3 objects (not naming the concept) and a baseline rate > 0
         rs = [(rate(lab, w) / base[w][0], w) for w in C + S if w != c and w in base and base[w][1] >= 3 and base[w][0] > 0]
         return min(rs) if rs else (NAN, "-")
-    L = layer_check(c)
+    L = layer_check(["%s/loc_%s" % (out, c)])
     def entries(r):
-        nj = json.load(open("%s/loc_%s%s/neurons.json" % (out, c, "" if r == ratios[0] else "_r" + r)))
+        nj = json.load(open("%s/loc_%s_r%s/neurons.json" % (out, c, r)))
         return sum(sum(len(v) for v in b.get("rows", {}).values()) + len(b.get("columns", [])) for b in nj["blocks"].values())
     er_tok, er_ctx = rate("erased_" + c, c), rate("erased_ctx_" + c, c)
     mr_tok, mw_tok = other_min("erased_" + c)
@@ -385,13 +359,13 @@ for c in concepts:
            "| (UCE's token key, for comparison) | %s; min ratio %s (%s) | |" % (f(er_tok), f(mr_tok), mw_tok),
            ] + rep_rows + prune_rows + [
            "| best layer window (detector drop %s) vs max-attention layer (mass %.4f) | %s vs %s | %s |" % (
-               f(L["drop"]), L["mass"], L["window"], L["top"], L["cell"]),
+               f(L["drop"]), L["mass"], L["window"], L["top"], describe(L)),
            "", "after erase --context / before, per word (objects not naming %s): " % c + ", ".join(
                "%s %s→%s (n=%d)" % (w, f(base.get(w, (NAN, 0))[0]), f(rate("erased_ctx_" + c, w)), base.get(w, (NAN, 0))[1])
                for w in C + S if w != c), ""]
 md += ["Other words are rated on the objects that do not name the erased concept; words with fewer than 3 such "
        "objects, or a baseline rate of 0, are left out of the min ratio. Per-run files: objects_*.csv (one row per "
-       "named object), eval_*.txt, loc_<concept>[_r<ratio>]/ (localize), *.log."]
+       "named object), eval_*.txt, loc_<concept>/ (localize: layers), loc_<concept>_r<ratio>/ (localize: neurons), *.log."]
 open(out + "/summary.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 PY

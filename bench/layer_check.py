@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Does localize's best layer window agree with where the capture shows the concept's attention?
+
+    bench/layer_check.py LOCALIZE_DIR [LOCALIZE_DIR ...] [--reps N]
+
+Reads the prompts.csv of one or more `diffscope localize --parts layers --detector ...` runs (several runs of
+the same model and concept are pooled: their prompts are simply more prompts) and prints:
+
+* the best window: the highest mean detector drop over the prompts (ties by the image change: localize's own
+  rank 1 for a single run);
+* the max-attention layer: the attn2 layer with the highest mean attention mass on the concept's tokens;
+* the verdict: "yes" when the window contains that layer; otherwise "tie" when the gap between the max layer
+  and the window's most attended layer has a paired 95 % bootstrap interval containing 0, else "no";
+* over N paired bootstrap resamples of the prompts (seeded; one resample re-decides both): how often the
+  window stays first, the max layer falls in it, and both agree.
+
+bench/verify_edits.sh uses layer_check() for its layer row (docs/verification.md). Standard library only.
+"""
+import collections
+import csv
+import random
+import sys
+
+
+def load(dirs):
+    """per prompt (run, index): {layer: mass}, {window: (detector drop, image change)}; the layers and windows
+    in forward order"""
+    mass, drop, layers, windows = collections.defaultdict(dict), collections.defaultdict(dict), [], []
+    for k, d in enumerate(dirs):
+        for r in csv.DictReader(open("%s/prompts.csv" % d)):
+            key, lab = (k, int(r["prompt"])), r["label"]
+            if r["part"] == "layer":
+                mass[key][lab] = float(r["attention_mass"])
+                if lab not in layers: layers.append(lab)
+            elif r["part"] == "window":
+                drop[key][lab] = (float(r["detector_drop"]), float(r["image_change"]))
+                if lab not in windows: windows.append(lab)
+    if not layers or not windows:
+        sys.exit("layer_check: %s: no layer or window rows in prompts.csv (run localize with --parts layers)" % dirs)
+    return mass, drop, layers, windows
+
+
+def layer_check(dirs, reps=2000, seed=2):
+    mass, drop, layers, windows = load(dirs)
+    P = sorted(set(mass) & set(drop))
+    span = lambda w: layers[layers.index(w.split(" .. ")[0]): layers.index(w.split(" .. ")[-1]) + 1]
+    def decide(idx):
+        ms = {l: sum(mass[i][l] for i in idx) for l in layers}
+        ds = {w: (sum(drop[i][w][0] for i in idx), sum(drop[i][w][1] for i in idx)) for w in windows}
+        return ms, max(layers, key=ms.get), max(windows, key=ds.get)
+    ms, top, best = decide(P)
+    mean = {l: ms[l] / len(P) for l in layers}
+    inside = span(best)
+    wbest = max(inside, key=mean.get)  # the window's most attended layer
+    rng, kept, contains, agree, gap = random.Random(seed), 0, 0, 0, []
+    for _ in range(reps):
+        idx = [P[rng.randrange(len(P))] for _ in P]
+        m2, t, b = decide(idx)
+        kept += b == best
+        contains += t in inside
+        agree += t in span(b)
+        gap.append((m2[top] - m2[wbest]) / len(idx))
+    gap.sort()
+    lo, hi = gap[int(0.025 * reps)], gap[int(0.975 * reps) - 1]
+    verdict = "yes" if top in inside else ("tie" if lo <= 0 else "no")
+    return {"window": best, "top": top, "mass": mean[top], "wbest": wbest, "share": mean[wbest] / mean[top],
+            "gap_ci": (lo, hi), "verdict": verdict, "prompts": len(P), "reps": reps,
+            "drop": sum(drop[i][best][0] for i in P) / len(P),
+            "kept": kept / reps, "contains": contains / reps, "agree": agree / reps, "layer_mass": mean}
+
+
+def describe(L):
+    """one line for a table cell"""
+    why = "" if L["verdict"] == "yes" else ": the window's %s has %.2f of that mass, paired 95%% CI of the gap %.4f to %.4f" % (
+        L["wbest"], L["share"], *L["gap_ci"])
+    return ("window contains it: %s%s; over %d resamples of the %d prompts: the window first %d %%, the max layer "
+            "in it %d %%, both agree %d %%" % (L["verdict"], why, L["reps"], L["prompts"], round(100 * L["kept"]),
+                                               round(100 * L["contains"]), round(100 * L["agree"])))
+
+
+if __name__ == "__main__":
+    args, reps = sys.argv[1:], 2000
+    if "--reps" in args:
+        i = args.index("--reps")
+        reps = int(args[i + 1])
+        del args[i:i + 2]
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        sys.exit(0 if args else 2)
+    L = layer_check(args, reps)
+    print("attention mass on the concept per layer: " + ", ".join("%s %.5f" % kv for kv in L["layer_mass"].items()))
+    print("best window %s (detector drop %.3f) vs max-attention layer %s (mass %.5f)" % (
+        L["window"], L["drop"], L["top"], L["mass"]))
+    print(describe(L))
