@@ -40,6 +40,27 @@ def load(dirs):
     return mass, drop, layers, windows
 
 
+def ranks(v):
+    """average ranks (1 = smallest), ties shared"""
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0.0] * len(v)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]: j += 1
+        for k in range(i, j + 1): r[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return r
+
+
+def spearman(a, b):
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    num = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    den = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+    return num / den if den else float("nan")
+
+
 def layer_check(dirs, reps=2000, seed=2):
     mass, drop, layers, windows = load(dirs)
     P = sorted(set(mass) & set(drop))
@@ -63,19 +84,25 @@ def layer_check(dirs, reps=2000, seed=2):
     gap.sort()
     lo, hi = gap[int(0.025 * reps)], gap[int(0.975 * reps) - 1]
     verdict = "yes" if top in inside else ("tie" if lo <= 0 else "no")
+    # windows of one layer (--window 1): does the swap rank the layers as the attention does?
+    rho = None
+    if all(len(span(w)) == 1 for w in windows) and len(windows) == len(layers):
+        rho = spearman([sum(drop[i][w][0] for i in P) for w in windows], [mass_sum for mass_sum in
+                       (sum(mass[i][span(w)[0]] for i in P) for w in windows)])
     return {"window": best, "top": top, "mass": mean[top], "wbest": wbest, "share": mean[wbest] / mean[top],
             "gap_ci": (lo, hi), "verdict": verdict, "prompts": len(P), "reps": reps,
             "drop": sum(drop[i][best][0] for i in P) / len(P),
-            "kept": kept / reps, "contains": contains / reps, "agree": agree / reps, "layer_mass": mean}
+            "kept": kept / reps, "contains": contains / reps, "agree": agree / reps, "layer_mass": mean, "rho": rho}
 
 
 def describe(L):
     """one line for a table cell"""
     why = "" if L["verdict"] == "yes" else ": the window's %s has %.2f of that mass, paired 95%% CI of the gap %.4f to %.4f" % (
         L["wbest"], L["share"], *L["gap_ci"])
+    rho = "" if L["rho"] is None else "; single-layer swaps rank the layers as the attention does: Spearman %.2f" % L["rho"]
     return ("window contains it: %s%s; over %d resamples of the %d prompts: the window first %d %%, the max layer "
-            "in it %d %%, both agree %d %%" % (L["verdict"], why, L["reps"], L["prompts"], round(100 * L["kept"]),
-                                               round(100 * L["contains"]), round(100 * L["agree"])))
+            "in it %d %%, both agree %d %%%s" % (L["verdict"], why, L["reps"], L["prompts"], round(100 * L["kept"]),
+                                                 round(100 * L["contains"]), round(100 * L["agree"]), rho))
 
 
 if __name__ == "__main__":

@@ -17,10 +17,12 @@
 #   3. prune     for each ConceptPrune ratio: `localize --parts neurons --ratio F` -> `prune` -> eval;
 #                and a random neurons.json with the same number of (row, neuron) entries in every row of
 #                every block (seeded) -> prune -> eval;
-#   4. layers    `localize --parts layers --seed-per-prompt`: its best window (rank 1 of layers.csv, by the
-#                detector's drop) vs the attn2 layer with the highest mean attention mass on the concept's
-#                token (prompts.csv), each checked by resampling the prompts (paired bootstrap): how often
-#                the window stays first, the layer stays in it, and both agree;
+#   4. layers    `localize --parts layers --seed-per-prompt`, windows of 3 (LocoGen's, of SD1.5's 16 layers)
+#                and of 1 (the same share of the testbed's 7): the best window (by the detector's drop) vs
+#                the attn2 layer with the highest mean attention mass on the concept's token (prompts.csv),
+#                each checked by resampling the prompts (bench/layer_check.py): how often the window stays
+#                first, the layer stays in it, and both agree; for single layers also the rank correlation
+#                of the two over the layers;
 #   5. a markdown table per concept -> stdout and RESULTS_DIR/summary.md.
 # Method and table format: docs/verification.md.
 set -euo pipefail
@@ -52,7 +54,7 @@ while [ $# -gt 0 ]; do
         --ratios) RATIOS=${2:?--ratios needs a value}; shift 2 ;;
         --bin) BIN=${2:?--bin needs a value}; shift 2 ;;
         --keep-models) KEEP=1; shift ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -215,13 +217,16 @@ for c in "${CLIST[@]}"; do
     run_eval "$OUT/erased_rep_$c" "erased_rep_$c"
     [ $KEEP = 1 ] || rm -rf "${OUT:?}/erased_rep_$c"
 
-    # ---- localize: layer windows, every prompt from its own seed (the rankings average over the noise too)
-    t=$(date +%s)
-    L="$OUT/loc_$c"
-    "$BIN" localize --model "$MODEL" --concept "$c" --parts layers --detector shapes --seed-per-prompt \
-        --with "$OUT/loc_with_$c.txt" --without "$OUT/loc_without_$c.txt" --steps "$STEPS" --seed "$SEED" \
-        --out "$L" --quiet > "$L.txt" 2> "$L.log" || die "localize --parts layers '$c' failed; see $L.log"
-    log "localize layers '$c': $(( $(date +%s) - t )) s"
+    # ---- localize: layer windows, every prompt from its own seed (the rankings average over the noise too):
+    # LocoGen's window of 3 (of SD1.5's 16 cross-attention layers), and single layers (3/16 of the testbed's 7)
+    for w in 3 1; do
+        t=$(date +%s)
+        L="$OUT/loc_$c"; [ $w = 3 ] || L="$OUT/loc${w}_$c"
+        "$BIN" localize --model "$MODEL" --concept "$c" --parts layers --window $w --detector shapes --seed-per-prompt \
+            --with "$OUT/loc_with_$c.txt" --without "$OUT/loc_without_$c.txt" --steps "$STEPS" --seed "$SEED" \
+            --out "$L" --quiet > "$L.txt" 2> "$L.log" || die "localize --parts layers --window $w '$c' failed; see $L.log"
+        log "localize layers (window $w) '$c': $(( $(date +%s) - t )) s"
+    done
 
     # ---- localize: neurons at each ratio (ConceptPrune: one seed for every prompt)
     for r in "${RLIST[@]}"; do
@@ -329,6 +334,7 @@ for c in concepts:
         rs = [(rate(lab, w) / base[w][0], w) for w in C + S if w != c and w in base and base[w][1] >= 3 and base[w][0] > 0]
         return min(rs) if rs else (NAN, "-")
     L = layer_check(["%s/loc_%s" % (out, c)])
+    L1 = layer_check(["%s/loc1_%s" % (out, c)])
     def entries(r):
         nj = json.load(open("%s/loc_%s_r%s/neurons.json" % (out, c, r)))
         return sum(sum(len(v) for v in b.get("rows", {}).values()) + len(b.get("columns", [])) for b in nj["blocks"].values())
@@ -360,12 +366,15 @@ for c in concepts:
            ] + rep_rows + prune_rows + [
            "| best layer window (detector drop %s) vs max-attention layer (mass %.4f) | %s vs %s | %s |" % (
                f(L["drop"]), L["mass"], L["window"], L["top"], describe(L)),
+           "| best single layer (`--window 1`; detector drop %s) vs max-attention layer (mass %.4f) | %s vs %s | %s |" % (
+               f(L1["drop"]), L1["mass"], L1["window"].split(" .. ")[0], L1["top"], describe(L1)),
            "", "after erase --context / before, per word (objects not naming %s): " % c + ", ".join(
                "%s %s→%s (n=%d)" % (w, f(base.get(w, (NAN, 0))[0]), f(rate("erased_ctx_" + c, w)), base.get(w, (NAN, 0))[1])
                for w in C + S if w != c), ""]
 md += ["Other words are rated on the objects that do not name the erased concept; words with fewer than 3 such "
        "objects, or a baseline rate of 0, are left out of the min ratio. Per-run files: objects_*.csv (one row per "
-       "named object), eval_*.txt, loc_<concept>/ (localize: layers), loc_<concept>_r<ratio>/ (localize: neurons), *.log."]
+       "named object), eval_*.txt, loc_<concept>/ and loc1_<concept>/ (localize: layer windows of 3 and of 1), "
+       "loc_<concept>_r<ratio>/ (localize: neurons), *.log."]
 open(out + "/summary.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 PY
