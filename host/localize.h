@@ -212,7 +212,7 @@ typedef struct ds_loc_score {
     double mass_drop_se, image_change_se, detector_drop_se, score_se;
     int rank;              // 1 = where the concept disappears most
     int n_prompts;
-    const double* per_prompt;  // (n_with, 3): mass_drop, image_change, detector_drop on each concept prompt
+    double* per_prompt;        // (n_with, 3): mass_drop, image_change, detector_drop on each concept prompt
                                // (NaN where not scored: heads beyond head_prompts); NULL outside a result
 } ds_loc_score;
 

@@ -399,24 +399,23 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
                         r->prompt_layer_mass[(size_t)i * s->n_attn + l] += v / ((double)n_calls * s->attn[l].heads);
                     }
         }
-        double* rec_w = r->prompt_scores + (size_t)i * 3;  // score k's record of prompt i: + k·n_with·3
-        size_t stride = (size_t)p->n_with * 3;
         for (int w = 0; !rc && w < r->n_windows; w++) {
             ds_loc_iv iv = {DS_LOC_IV_SWAP, w, w + window, -1, 0, 0};
             snprintf(what, sizeof what, "prompt %d layers %s", i + 1, r->windows[w].label);
-            rc = run_iv(&j, &in, &iv, base_mass, &base, base_presence, mass, modified, rec_w + (size_t)w * stride, what);
+            rc = run_iv(&j, &in, &iv, base_mass, &base, base_presence, mass, modified,
+                        r->windows[w].per_prompt + (size_t)i * 3, what);
         }
         for (int w = 0; !rc && w < r->n_tsteps; w++) {
             ds_loc_iv iv = {DS_LOC_IV_SWAP, 0, s->n_attn, -1, r->tsteps[w].call_begin, r->tsteps[w].call_end};
             snprintf(what, sizeof what, "prompt %d %s", i + 1, r->tsteps[w].label);
             rc = run_iv(&j, &in, &iv, base_mass, &base, base_presence, mass, modified,
-                        rec_w + (size_t)(r->n_windows + r->n_heads + w) * stride, what);
+                        r->tsteps[w].per_prompt + (size_t)i * 3, what);
         }
         for (int k = 0; !rc && i < head_n && k < r->n_heads; k++) {
             ds_loc_iv iv = {DS_LOC_IV_HEAD, r->heads[k].layer_begin, r->heads[k].layer_end, r->heads[k].head, 0, 0};
             snprintf(what, sizeof what, "prompt %d head %s", i + 1, r->heads[k].label);
             rc = run_iv(&j, &in, &iv, base_mass, &base, base_presence, mass, modified,
-                        rec_w + (size_t)(r->n_windows + k) * stride, what);
+                        r->heads[k].per_prompt + (size_t)i * 3, what);
         }
         ds_image_free(&base);
         free(neutral);
