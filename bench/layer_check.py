@@ -87,8 +87,7 @@ def layer_check(dirs, reps=2000, seed=2):
     # windows of one layer (--window 1): does the swap rank the layers as the attention does?
     rho = None
     if all(len(span(w)) == 1 for w in windows) and len(windows) == len(layers):
-        rho = spearman([sum(drop[i][w][0] for i in P) for w in windows], [mass_sum for mass_sum in
-                       (sum(mass[i][span(w)[0]] for i in P) for w in windows)])
+        rho = spearman([sum(drop[i][w][0] for i in P) for w in windows], [ms[span(w)[0]] for w in windows])
     return {"window": best, "top": top, "mass": mean[top], "wbest": wbest, "share": mean[wbest] / mean[top],
             "gap_ci": (lo, hi), "verdict": verdict, "prompts": len(P), "reps": reps,
             "drop": sum(drop[i][best][0] for i in P) / len(P),
