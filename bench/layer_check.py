@@ -12,7 +12,10 @@ the same model and concept are pooled: their prompts are simply more prompts) an
 * the verdict: "yes" when the window contains that layer; otherwise "tie" when the gap between the max layer
   and the window's most attended layer has a paired 95 % bootstrap interval containing 0, else "no";
 * over N paired bootstrap resamples of the prompts (seeded; one resample re-decides both): how often the
-  window stays first, the max layer falls in it, and both agree.
+  window stays first, the max layer falls in it, and both agree;
+* for windows of several layers, the same question window against window: is the best window the one with the
+  most attention summed over its layers (yes / tie / no by the same paired bootstrap of the gap), and how often
+  in the resamples;
 
 bench/verify_edits.sh uses layer_check() for its layer row (docs/verification.md). Standard library only.
 """
@@ -69,21 +72,28 @@ def layer_check(dirs, reps=2000, seed=2):
         ms = {l: sum(mass[i][l] for i in idx) for l in layers}
         ds = {w: (sum(drop[i][w][0] for i in idx), sum(drop[i][w][1] for i in idx)) for w in windows}
         return ms, max(layers, key=ms.get), max(windows, key=ds.get)
+    wmass = lambda ms: {w: sum(ms[l] for l in span(w)) for w in windows}  # a window's summed attention
     ms, top, best = decide(P)
     mean = {l: ms[l] / len(P) for l in layers}
     inside = span(best)
     wbest = max(inside, key=mean.get)  # the window's most attended layer
-    rng, kept, contains, agree, gap = random.Random(seed), 0, 0, 0, []
+    wm = wmass(ms)
+    wtop = max(windows, key=wm.get)    # the most attended window
+    rng, kept, contains, agree, gap, wagree, wgap = random.Random(seed), 0, 0, 0, [], 0, []
     for _ in range(reps):
         idx = [P[rng.randrange(len(P))] for _ in P]
         m2, t, b = decide(idx)
+        w2 = wmass(m2)
         kept += b == best
         contains += t in inside
         agree += t in span(b)
+        wagree += b == max(windows, key=w2.get)
         gap.append((m2[top] - m2[wbest]) / len(idx))
-    gap.sort()
-    lo, hi = gap[int(0.025 * reps)], gap[int(0.975 * reps) - 1]
+        wgap.append((w2[wtop] - w2[best]) / len(idx))
+    ci = lambda g: (sorted(g)[int(0.025 * reps)], sorted(g)[int(0.975 * reps) - 1])
+    (lo, hi), wci = ci(gap), ci(wgap)
     verdict = "yes" if top in inside else ("tie" if lo <= 0 else "no")
+    wverdict = "yes" if wtop == best else ("tie" if wci[0] <= 0 else "no")
     # windows of one layer (--window 1): does the swap rank the layers as the attention does?
     rho = None
     if all(len(span(w)) == 1 for w in windows) and len(windows) == len(layers):
@@ -91,17 +101,22 @@ def layer_check(dirs, reps=2000, seed=2):
     return {"window": best, "top": top, "mass": mean[top], "wbest": wbest, "share": mean[wbest] / mean[top],
             "gap_ci": (lo, hi), "verdict": verdict, "prompts": len(P), "reps": reps,
             "drop": sum(drop[i][best][0] for i in P) / len(P),
-            "kept": kept / reps, "contains": contains / reps, "agree": agree / reps, "layer_mass": mean, "rho": rho}
+            "kept": kept / reps, "contains": contains / reps, "agree": agree / reps, "layer_mass": mean, "rho": rho,
+            "wtop": wtop, "wshare": wm[best] / wm[wtop], "wgap_ci": wci, "wverdict": wverdict, "wagree": wagree / reps}
 
 
 def describe(L):
     """one line for a table cell"""
     why = "" if L["verdict"] == "yes" else ": the window's %s has %.2f of that mass, paired 95%% CI of the gap %.4f to %.4f" % (
         L["wbest"], L["share"], *L["gap_ci"])
+    wwhy = "" if L["wverdict"] == "yes" else " (%s; the best window has %.2f of its summed mass, paired 95%% CI of the gap %.4f to %.4f)" % (
+        L["wtop"], L["wshare"], *L["wgap_ci"])
+    win = "" if L["rho"] is not None else "; the most attended window (summed over its layers) is the best window: %s%s, %d %% of resamples" % (
+        L["wverdict"], wwhy, round(100 * L["wagree"]))
     rho = "" if L["rho"] is None else "; single-layer swaps rank the layers as the attention does: Spearman %.2f" % L["rho"]
     return ("window contains it: %s%s; over %d resamples of the %d prompts: the window first %d %%, the max layer "
             "in it %d %%, both agree %d %%%s" % (L["verdict"], why, L["reps"], L["prompts"], round(100 * L["kept"]),
-                                                 round(100 * L["contains"]), round(100 * L["agree"]), rho))
+                                                 round(100 * L["contains"]), round(100 * L["agree"]), win + rho))
 
 
 if __name__ == "__main__":

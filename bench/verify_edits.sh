@@ -21,8 +21,9 @@
 #                and of 1 (the same share of the testbed's 7): the best window (by the detector's drop) vs
 #                the attn2 layer with the highest mean attention mass on the concept's token (prompts.csv),
 #                each checked by resampling the prompts (bench/layer_check.py): how often the window stays
-#                first, the layer stays in it, and both agree; for single layers also the rank correlation
-#                of the two over the layers;
+#                first, the layer stays in it, and both agree; for windows of 3 also whether the best window
+#                is the one with the most attention summed over its layers; for single layers the rank
+#                correlation of the two over the layers;
 #   5. a markdown table per concept -> stdout and RESULTS_DIR/summary.md.
 # Method and table format: docs/verification.md.
 set -euo pipefail
@@ -54,7 +55,7 @@ while [ $# -gt 0 ]; do
         --ratios) RATIOS=${2:?--ratios needs a value}; shift 2 ;;
         --bin) BIN=${2:?--bin needs a value}; shift 2 ;;
         --keep-models) KEEP=1; shift ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
