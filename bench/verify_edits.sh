@@ -2,7 +2,8 @@
 # Issue 6, item 3: verify erase / prune / localize on the scene-world testbed model.
 #
 #   bench/verify_edits.sh [--model DIR] [--n N] [--steps S] [--concepts red,circle] [--out RESULTS_DIR]
-#                         [--seed S] [--loc-prompts P] [--ratios F,F,..] [--bin PATH] [--keep-models]
+#                         [--seed S] [--loc-prompts P] [--ratios F,F,..] [--parts erase,prune,layers]
+#                         [--bin PATH] [--keep-models]
 #
 # For each concept (a colour word or a shape word of the scene world):
 #   1. baseline  `testbed eval --objects` on a prompts file built from the scene grammar (shared by all
@@ -25,6 +26,8 @@
 #                is the one with the most attention summed over its layers; for single layers the rank
 #                correlation of the two over the layers;
 #   5. a markdown table per concept -> stdout and RESULTS_DIR/summary.md.
+# --parts runs only some of 2-4 (the baseline always): `--parts erase --n 900` is the erase check alone, with
+# enough objects per word (~140) that one object is < 1 % of a rate.
 # Method and table format: docs/verification.md.
 set -euo pipefail
 
@@ -40,6 +43,7 @@ CONCEPTS="red,circle"
 OUT="$ROOT/bench/results/verify_edits"
 LOC_PROMPTS=64   # 16 left red's window ranking to one object (docs/verification.md)
 RATIOS="0.02,0.1,0.3"
+PARTS="erase,prune,layers"
 BIN="${DIFFSCOPE_BIN:-}"
 KEEP=0
 
@@ -53,9 +57,10 @@ while [ $# -gt 0 ]; do
         --out) OUT=${2:?--out needs a value}; shift 2 ;;
         --loc-prompts) LOC_PROMPTS=${2:?--loc-prompts needs a value}; shift 2 ;;
         --ratios) RATIOS=${2:?--ratios needs a value}; shift 2 ;;
+        --parts) PARTS=${2:?--parts needs a value}; shift 2 ;;
         --bin) BIN=${2:?--bin needs a value}; shift 2 ;;
         --keep-models) KEEP=1; shift ;;
-        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -69,6 +74,12 @@ IFS=',' read -r -a RLIST <<< "$RATIOS"
 for r in "${RLIST[@]}"; do
     [[ "$r" =~ ^0?\.[0-9]*[1-9][0-9]*$|^1$ ]] || die "--ratios: '$r' is not a number in (0, 1]"
 done
+IFS=',' read -r -a PLIST <<< "$PARTS"
+[ ${#PLIST[@]} -ge 1 ] || die "--parts is empty"
+for p in "${PLIST[@]}"; do
+    case "$p" in erase|prune|layers) ;; *) die "--parts: unknown part '$p' (erase, prune, layers)" ;; esac
+done
+has_part() { case ",$PARTS," in *",$1,"*) return 0 ;; esac; return 1; }
 [ -d "$MODEL" ] || die "model folder '$MODEL' not found (--model)"
 command -v python3 >/dev/null || die "python3 is needed (prompt files, tables)"
 if [ -z "$BIN" ]; then
@@ -94,7 +105,7 @@ for c in "${CLIST[@]}"; do
     done
 done
 T0=$(date +%s)
-log "model $MODEL, binary $BIN, n=$N steps=$STEPS seed=$SEED, concepts ${CLIST[*]}, results in $OUT"
+log "model $MODEL, binary $BIN, n=$N steps=$STEPS seed=$SEED, concepts ${CLIST[*]}, parts $PARTS, results in $OUT"
 
 # ---- prompt files from the scene grammar ("a {color} {shape}[, ... and ...] on a {bg} background")
 python3 - "$OUT" "$N" "$SEED" "$LOC_PROMPTS" "${CLIST[@]}" <<'PY'
@@ -194,54 +205,59 @@ run_eval() {  # model, label
 run_eval "$MODEL" baseline
 
 for c in "${CLIST[@]}"; do
-    # ---- erase (UCE)
-    t=$(date +%s)
-    "$BIN" erase --model "$MODEL" --concept "$c" --out "$OUT/erased_$c" --quiet > "$OUT/erase_$c.log" 2>&1 \
-        || die "erase '$c' failed; see $OUT/erase_$c.log"
-    log "erase '$c': $(( $(date +%s) - t )) s"
-    run_eval "$OUT/erased_$c" "erased_$c"
-    # ---- erase (UCE, in-context keys)
-    t=$(date +%s)
-    guide=shape; case " $COLORS " in *" $c "*) guide=color ;; esac
-    "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide $guide \
-        --out "$OUT/erased_ctx_$c" --quiet > "$OUT/erase_ctx_$c.log" 2>&1 \
-        || die "erase --context '$c' failed; see $OUT/erase_ctx_$c.log"
-    log "erase --context '$c': $(( $(date +%s) - t )) s"
-    run_eval "$OUT/erased_ctx_$c" "erased_ctx_$c"
-    # ---- also erased toward a concrete word of its kind, replacing it (replace_guide_C.txt, written with the
-    # prompt files: red -> orange, circle -> square). The kind's word leaves the object to the model's prior for an
-    # object without the word, which is itself sometimes the erased word (docs/verification.md)
-    rep=$(cat "$OUT/replace_guide_$c.txt")
-    "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide "$rep" \
-        --out "$OUT/erased_rep_$c" --quiet > "$OUT/erase_rep_$c.log" 2>&1 \
-        || die "erase --context --guide $rep '$c' failed; see $OUT/erase_rep_$c.log"
-    run_eval "$OUT/erased_rep_$c" "erased_rep_$c"
-    [ $KEEP = 1 ] || rm -rf "${OUT:?}/erased_rep_$c"
-
-    # ---- localize: layer windows, every prompt from its own seed (the rankings average over the noise too):
-    # LocoGen's window of 3 (of SD1.5's 16 cross-attention layers), and single layers (3/16 of the testbed's 7)
-    for w in 3 1; do
+    if has_part erase; then
+        # ---- erase (UCE)
         t=$(date +%s)
-        L="$OUT/loc_$c"; [ $w = 3 ] || L="$OUT/loc${w}_$c"
-        "$BIN" localize --model "$MODEL" --concept "$c" --parts layers --window $w --detector shapes --seed-per-prompt \
-            --with "$OUT/loc_with_$c.txt" --without "$OUT/loc_without_$c.txt" --steps "$STEPS" --seed "$SEED" \
-            --out "$L" --quiet > "$L.txt" 2> "$L.log" || die "localize --parts layers --window $w '$c' failed; see $L.log"
-        log "localize layers (window $w) '$c': $(( $(date +%s) - t )) s"
-    done
-
-    # ---- localize: neurons at each ratio (ConceptPrune: one seed for every prompt)
-    for r in "${RLIST[@]}"; do
+        "$BIN" erase --model "$MODEL" --concept "$c" --out "$OUT/erased_$c" --quiet > "$OUT/erase_$c.log" 2>&1 \
+            || die "erase '$c' failed; see $OUT/erase_$c.log"
+        log "erase '$c': $(( $(date +%s) - t )) s"
+        run_eval "$OUT/erased_$c" "erased_$c"
+        # ---- erase (UCE, in-context keys)
         t=$(date +%s)
-        L="$OUT/loc_${c}_r$r"
-        "$BIN" localize --model "$MODEL" --concept "$c" --parts neurons --detector shapes --ratio "$r" \
-            --with "$OUT/loc_with_$c.txt" --without "$OUT/loc_without_$c.txt" --steps "$STEPS" --seed "$SEED" \
-            --out "$L" --quiet > "$L.txt" 2> "$L.log" \
-            || die "localize '$c' (ratio $r) failed; see $L.log"
-        [ -s "$L/neurons.json" ] || die "localize '$c' (ratio $r) wrote no neurons.json"
-        log "localize '$c' (ratio $r): $(( $(date +%s) - t )) s"
+        guide=shape; case " $COLORS " in *" $c "*) guide=color ;; esac
+        "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide $guide \
+            --out "$OUT/erased_ctx_$c" --quiet > "$OUT/erase_ctx_$c.log" 2>&1 \
+            || die "erase --context '$c' failed; see $OUT/erase_ctx_$c.log"
+        log "erase --context '$c': $(( $(date +%s) - t )) s"
+        run_eval "$OUT/erased_ctx_$c" "erased_ctx_$c"
+        # ---- also erased toward a concrete word of its kind, replacing it (replace_guide_C.txt, written with the
+        # prompt files: red -> orange, circle -> square). The kind's word leaves the object to the model's prior for an
+        # object without the word, which is itself sometimes the erased word (docs/verification.md)
+        rep=$(cat "$OUT/replace_guide_$c.txt")
+        "$BIN" erase --model "$MODEL" --concept "$c" --context "$OUT/context_$c.txt" --preserve-file "$OUT/preserve_$c.txt" --guide "$rep" \
+            --out "$OUT/erased_rep_$c" --quiet > "$OUT/erase_rep_$c.log" 2>&1 \
+            || die "erase --context --guide $rep '$c' failed; see $OUT/erase_rep_$c.log"
+        run_eval "$OUT/erased_rep_$c" "erased_rep_$c"
+        [ $KEEP = 1 ] || rm -rf "${OUT:?}/erased_rep_$c"
+    fi
 
-        # ---- random neurons: same number of entries in every row of every block, seeded
-        python3 - "$L/neurons.json" "$L/neurons_random.json" "$SEED" <<'PY'
+    if has_part layers; then
+        # ---- localize: layer windows, every prompt from its own seed (the rankings average over the noise too):
+        # LocoGen's window of 3 (of SD1.5's 16 cross-attention layers), and single layers (3/16 of the testbed's 7)
+        for w in 3 1; do
+            t=$(date +%s)
+            L="$OUT/loc_$c"; [ $w = 3 ] || L="$OUT/loc${w}_$c"
+            "$BIN" localize --model "$MODEL" --concept "$c" --parts layers --window $w --detector shapes --seed-per-prompt \
+                --with "$OUT/loc_with_$c.txt" --without "$OUT/loc_without_$c.txt" --steps "$STEPS" --seed "$SEED" \
+                --out "$L" --quiet > "$L.txt" 2> "$L.log" || die "localize --parts layers --window $w '$c' failed; see $L.log"
+            log "localize layers (window $w) '$c': $(( $(date +%s) - t )) s"
+        done
+    fi
+
+    if has_part prune; then
+        # ---- localize: neurons at each ratio (ConceptPrune: one seed for every prompt)
+        for r in "${RLIST[@]}"; do
+            t=$(date +%s)
+            L="$OUT/loc_${c}_r$r"
+            "$BIN" localize --model "$MODEL" --concept "$c" --parts neurons --detector shapes --ratio "$r" \
+                --with "$OUT/loc_with_$c.txt" --without "$OUT/loc_without_$c.txt" --steps "$STEPS" --seed "$SEED" \
+                --out "$L" --quiet > "$L.txt" 2> "$L.log" \
+                || die "localize '$c' (ratio $r) failed; see $L.log"
+            [ -s "$L/neurons.json" ] || die "localize '$c' (ratio $r) wrote no neurons.json"
+            log "localize '$c' (ratio $r): $(( $(date +%s) - t )) s"
+
+            # ---- random neurons: same number of entries in every row of every block, seeded
+            python3 - "$L/neurons.json" "$L/neurons_random.json" "$SEED" <<'PY'
 import json, random, sys
 src, dst, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 d = json.load(open(src)); rng = random.Random(seed * 7919 + 1)
@@ -260,25 +276,27 @@ out = {k: v for k, v in d.items() if k != "blocks"}
 out.update(method="random (same entries per row and block as %s)" % src, random_seed=seed, blocks=blocks)
 json.dump(out, open(dst, "w"))
 PY
-        for kind in localized random; do
-            nf="$L/neurons.json"; dir="$OUT/pruned_${c}_r$r"
-            [ $kind = random ] && { nf="$L/neurons_random.json"; dir="$OUT/pruned_random_${c}_r$r"; }
-            "$BIN" prune --model "$MODEL" --neurons "$nf" --out "$dir" --quiet > "$OUT/prune_${kind}_${c}_r$r.log" 2>&1 \
-                || die "prune ($kind, '$c', ratio $r) failed; see $OUT/prune_${kind}_${c}_r$r.log"
-            run_eval "$dir" "$(basename "$dir")"
-            [ $KEEP = 1 ] || rm -rf "${dir:?}"
+            for kind in localized random; do
+                nf="$L/neurons.json"; dir="$OUT/pruned_${c}_r$r"
+                [ $kind = random ] && { nf="$L/neurons_random.json"; dir="$OUT/pruned_random_${c}_r$r"; }
+                "$BIN" prune --model "$MODEL" --neurons "$nf" --out "$dir" --quiet > "$OUT/prune_${kind}_${c}_r$r.log" 2>&1 \
+                    || die "prune ($kind, '$c', ratio $r) failed; see $OUT/prune_${kind}_${c}_r$r.log"
+                run_eval "$dir" "$(basename "$dir")"
+                [ $KEEP = 1 ] || rm -rf "${dir:?}"
+            done
         done
-    done
+    fi
     if [ $KEEP = 0 ]; then rm -rf "${OUT:?}/erased_$c" "${OUT:?}/erased_ctx_$c"; fi
 done
 
 # ---- tables
-VERIFY_BENCH="$ROOT/bench" python3 - "$OUT" "$N" "$STEPS" "$SEED" "$MODEL" "$(( $(date +%s) - T0 ))" "$RATIOS" "${CLIST[@]}" <<'PY'
+VERIFY_BENCH="$ROOT/bench" VERIFY_PARTS="$PARTS" python3 - "$OUT" "$N" "$STEPS" "$SEED" "$MODEL" "$(( $(date +%s) - T0 ))" "$RATIOS" "${CLIST[@]}" <<'PY'
 import csv, json, os, random, sys, collections
 sys.path.insert(0, os.environ["VERIFY_BENCH"]); from layer_check import layer_check, describe
 out, n, steps, seed, model, secs, ratios, concepts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7].split(","), sys.argv[8:]
 C = ["red", "green", "blue", "yellow", "purple", "orange"]; S = ["circle", "square", "triangle", "star", "ring"]
 NAN = float("nan")
+parts = os.environ["VERIFY_PARTS"].split(",")
 def objects(label):
     """one (prompt, colour, shape, found) per named object, in file order"""
     return [((r["prompt"], r["seed"]), r["color"], r["shape"], int(r["found"]))
@@ -333,13 +351,12 @@ md = ["# verify_edits results", "",
       "model `%s`, %s prompts (`%s/prompts.txt`), %s steps, seed %s; %s s in all." % (model, n, out, steps, seed, secs),
       "", "baseline: `%s`" % summary("baseline"), ""]
 for c in concepts:
-    runs = [("baseline", "baseline"), ("erase (token key)", "erased_" + c),
-            ("erase --context --guide %s" % ("color" if c in C else "shape"), "erased_ctx_" + c)]
-    rep = None
-    if os.path.exists("%s/replace_guide_%s.txt" % (out, c)):
+    runs, rep = [("baseline", "baseline")], None
+    if "erase" in parts:
         rep = open("%s/replace_guide_%s.txt" % (out, c)).read().strip()
-        runs.append(("erase --context --guide %s" % rep, "erased_rep_" + c))
-    for r in ratios:
+        runs += [("erase (token key)", "erased_" + c), ("erase --context --guide %s" % ("color" if c in C else "shape"), "erased_ctx_" + c),
+                 ("erase --context --guide %s" % rep, "erased_rep_" + c)]
+    for r in ratios if "prune" in parts else []:
         runs += [("localized prune %s" % r, "pruned_%s_r%s" % (c, r)), ("random prune %s" % r, "pruned_random_%s_r%s" % (c, r))]
     R = {lab: rates(lab, c) for _, lab in runs}
     base = R["baseline"]
@@ -348,46 +365,46 @@ for c in concepts:
         # words with >= 3 objects (not naming the concept) and a baseline rate > 0
         rs = [(rate(lab, w) / base[w][0], w) for w in C + S if w != c and w in base and base[w][1] >= 3 and base[w][0] > 0]
         return min(rs) if rs else (NAN, "-")
-    L = layer_check(["%s/loc_%s" % (out, c)])
-    L1 = layer_check(["%s/loc1_%s" % (out, c)])
     def entries(r):
         nj = json.load(open("%s/loc_%s_r%s/neurons.json" % (out, c, r)))
         return sum(sum(len(v) for v in b.get("rows", {}).values()) + len(b.get("columns", [])) for b in nj["blocks"].values())
-    er_tok, er_ctx = rate("erased_" + c, c), rate("erased_ctx_" + c, c)
-    mr_tok, mw_tok = other_min("erased_" + c)
-    mr, mw = other_min("erased_ctx_" + c)
-    rep_rows = []
-    if rep:
+    erase_rows, prune_rows, layer_rows, per_word = [], [], [], []
+    if "erase" in parts:
+        er_tok, er_ctx = rate("erased_" + c, c), rate("erased_ctx_" + c, c)
+        mr_tok, mw_tok = other_min("erased_" + c)
+        mr, mw = other_min("erased_ctx_" + c)
         er_rep, (mr_rep, mw_rep) = rate("erased_rep_" + c, c), other_min("erased_rep_" + c)
-        rep_rows = ["| %s after erase --context --guide %s (replace) | %s | ≤ 0.100: %s |" % (
-                        c, rep, rate_cell("erased_rep_" + c, c), goal_verdict(at_most, er_rep, rate_ci("erased_rep_" + c, c))),
-                    "| min other-word ratio after it | %s | ≥ 0.90: %s |" % (
-                        min_ratio_cell("erased_rep_" + c, c, mr_rep, mw_rep), goal_verdict(at_least, mr_rep, ratio_ci("erased_rep_" + c, c, mw_rep)))]
-    prune_rows = []
-    for r in ratios:
-        d_loc, d_rnd = base[c][0] - rate("pruned_%s_r%s" % (c, r), c), base[c][0] - rate("pruned_random_%s_r%s" % (c, r), c)
-        verdict = "pass" if d_loc > d_rnd else ("no effect (neither lowers it)" if d_loc <= 0 and d_rnd <= 0 else "FAIL")
-        prune_rows.append("| drop at ratio %s: localized / random prune | %s / %s (%d row·neuron entries each) | localized > random: %s |" % (
-            r, f(d_loc), f(d_rnd), entries(r), verdict))
-    md += ["## %s" % c, "",
-           "| model (%s: %d named objects) | %s detection rate | min other-word ratio | overall detect |" % (c, base[c][1], c),
-           "| --- | --- | --- | --- |"] + [
-           "| %s | %s | %s | %s |" % (name, f(rate(l, c)), "–" if l == "baseline" else "%s (%s)" % (f(other_min(l)[0]), other_min(l)[1]),
-                                     summary(l).split()[1].split("=")[1]) for name, l in runs] + [
-           "", "| check | value | goal |", "| --- | --- | --- |",
+        erase_rows = [
            "| %s after erase --context | %s | ≤ 0.100 (removed from ≥ 90%% of its objects): %s |" % (
                c, rate_cell("erased_ctx_" + c, c), goal_verdict(at_most, er_ctx, rate_ci("erased_ctx_" + c, c))),
            "| min other-word ratio after erase --context / before | %s | ≥ 0.90: %s |" % (
                min_ratio_cell("erased_ctx_" + c, c, mr, mw), goal_verdict(at_least, mr, ratio_ci("erased_ctx_" + c, c, mw))),
            "| (UCE's token key, for comparison) | %s; min ratio %s (%s) | |" % (f(er_tok), f(mr_tok), mw_tok),
-           ] + rep_rows + prune_rows + [
+           "| %s after erase --context --guide %s (replace) | %s | ≤ 0.100: %s |" % (
+               c, rep, rate_cell("erased_rep_" + c, c), goal_verdict(at_most, er_rep, rate_ci("erased_rep_" + c, c))),
+           "| min other-word ratio after it | %s | ≥ 0.90: %s |" % (
+               min_ratio_cell("erased_rep_" + c, c, mr_rep, mw_rep), goal_verdict(at_least, mr_rep, ratio_ci("erased_rep_" + c, c, mw_rep)))]
+        per_word = ["", "after erase --context / before, per word (objects not naming %s): " % c + ", ".join(
+               "%s %s→%s (n=%d)" % (w, f(base.get(w, (NAN, 0))[0]), f(rate("erased_ctx_" + c, w)), base.get(w, (NAN, 0))[1])
+               for w in C + S if w != c)]
+    for r in ratios if "prune" in parts else []:
+        d_loc, d_rnd = base[c][0] - rate("pruned_%s_r%s" % (c, r), c), base[c][0] - rate("pruned_random_%s_r%s" % (c, r), c)
+        verdict = "pass" if d_loc > d_rnd else ("no effect (neither lowers it)" if d_loc <= 0 and d_rnd <= 0 else "FAIL")
+        prune_rows.append("| drop at ratio %s: localized / random prune | %s / %s (%d row·neuron entries each) | localized > random: %s |" % (
+            r, f(d_loc), f(d_rnd), entries(r), verdict))
+    if "layers" in parts:
+        L, L1 = layer_check(["%s/loc_%s" % (out, c)]), layer_check(["%s/loc1_%s" % (out, c)])
+        layer_rows = [
            "| best layer window (detector drop %s) vs max-attention layer (mass %.4f) | %s vs %s | %s |" % (
                f(L["drop"]), L["mass"], L["window"], L["top"], describe(L)),
            "| best single layer (`--window 1`; detector drop %s) vs max-attention layer (mass %.4f) | %s vs %s | %s |" % (
-               f(L1["drop"]), L1["mass"], L1["window"].split(" .. ")[0], L1["top"], describe(L1)),
-           "", "after erase --context / before, per word (objects not naming %s): " % c + ", ".join(
-               "%s %s→%s (n=%d)" % (w, f(base.get(w, (NAN, 0))[0]), f(rate("erased_ctx_" + c, w)), base.get(w, (NAN, 0))[1])
-               for w in C + S if w != c), ""]
+               f(L1["drop"]), L1["mass"], L1["window"].split(" .. ")[0], L1["top"], describe(L1))]
+    md += ["## %s" % c, "",
+           "| model (%s: %d named objects) | %s detection rate | min other-word ratio | overall detect |" % (c, base[c][1], c),
+           "| --- | --- | --- | --- |"] + [
+           "| %s | %s | %s | %s |" % (name, f(rate(l, c)), "–" if l == "baseline" else "%s (%s)" % (f(other_min(l)[0]), other_min(l)[1]),
+                                     summary(l).split()[1].split("=")[1]) for name, l in runs] + [
+           "", "| check | value | goal |", "| --- | --- | --- |"] + erase_rows + prune_rows + layer_rows + per_word + [""]
 md += ["Other words are rated on the objects that do not name the erased concept; words with fewer than 3 such "
        "objects, or a baseline rate of 0, are left out of the min ratio. Per-run files: objects_*.csv (one row per "
        "named object), eval_*.txt, loc_<concept>/ and loc1_<concept>/ (localize: layer windows of 3 and of 1), "
