@@ -90,7 +90,9 @@ def layer_check(dirs, reps=2000, seed=2):
         wagree += b == max(windows, key=w2.get)
         gap.append((m2[top] - m2[wbest]) / len(idx))
         wgap.append((w2[wtop] - w2[best]) / len(idx))
-    ci = lambda g: (sorted(g)[int(0.025 * reps)], sorted(g)[int(0.975 * reps) - 1])
+    def ci(g):  # paired percentile 95 % interval
+        g = sorted(g)
+        return g[int(0.025 * reps)], g[int(0.975 * reps) - 1]
     (lo, hi), wci = ci(gap), ci(wgap)
     verdict = "yes" if top in inside else ("tie" if lo <= 0 else "no")
     wverdict = "yes" if wtop == best else ("tie" if wci[0] <= 0 else "no")

@@ -291,14 +291,15 @@ done
 
 # ---- tables
 VERIFY_BENCH="$ROOT/bench" VERIFY_PARTS="$PARTS" python3 - "$OUT" "$N" "$STEPS" "$SEED" "$MODEL" "$(( $(date +%s) - T0 ))" "$RATIOS" "${CLIST[@]}" <<'PY'
-import csv, json, os, random, sys, collections
+import csv, functools, json, os, random, sys, collections
 sys.path.insert(0, os.environ["VERIFY_BENCH"]); from layer_check import layer_check, describe
 out, n, steps, seed, model, secs, ratios, concepts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7].split(","), sys.argv[8:]
 C = ["red", "green", "blue", "yellow", "purple", "orange"]; S = ["circle", "square", "triangle", "star", "ring"]
 NAN = float("nan")
 parts = os.environ["VERIFY_PARTS"].split(",")
+@functools.lru_cache(maxsize=None)
 def objects(label):
-    """one (prompt, colour, shape, found) per named object, in file order"""
+    """one (prompt, colour, shape, found) per named object, in file order (read once per label; not modified)"""
     return [((r["prompt"], r["seed"]), r["color"], r["shape"], int(r["found"]))
             for r in csv.DictReader(open("%s/objects_%s.csv" % (out, label)))]
 def rated(w, concept, col, sh):
@@ -339,10 +340,14 @@ def goal_verdict(ok, value, ci):
     """pass / FAIL by the point value; flagged when the 95 % interval crosses the goal (more --n decides it)"""
     v = "pass" if ok(value) else "FAIL"
     return v + (", within noise: the 95 % CI crosses the goal (a larger --n decides)" if ci[0] == ci[0] and ok(ci[0]) != ok(ci[1]) else "")
-def rate_cell(lab, concept):
-    return "%s (95%% CI %s–%s over prompts)" % (f(rates(lab, concept)[concept][0]), *map(f, rate_ci(lab, concept)))
-def min_ratio_cell(lab, concept, mr, mw):
-    return "%s (%s; 95%% CI %s–%s over prompts)" % (f(mr), mw, *map(f, ratio_ci(lab, concept, mw)))
+def rate_check(lab, concept, value):
+    """(value cell, verdict) for the concept's rate left after an erase; one bootstrap serves both"""
+    ci = rate_ci(lab, concept)
+    return "%s (95%% CI %s–%s over prompts)" % (f(value), *map(f, ci)), goal_verdict(at_most, value, ci)
+def ratio_check(lab, concept, mr, mw):
+    """(value cell, verdict) for the lowest other-word ratio mr (word mw)"""
+    ci = ratio_ci(lab, concept, mw)
+    return "%s (%s; 95%% CI %s–%s over prompts)" % (f(mr), mw, *map(f, ci)), goal_verdict(at_least, mr, ci)
 def summary(label):
     return [l.strip() for l in open("%s/eval_%s.txt" % (out, label)) if l.startswith("testbed:")][-1]
 f = lambda x: "n/a" if x != x else "%.3f" % x
@@ -376,14 +381,12 @@ for c in concepts:
         er_rep, (mr_rep, mw_rep) = rate("erased_rep_" + c, c), other_min("erased_rep_" + c)
         erase_rows = [
            "| %s after erase --context | %s | ≤ 0.100 (removed from ≥ 90%% of its objects): %s |" % (
-               c, rate_cell("erased_ctx_" + c, c), goal_verdict(at_most, er_ctx, rate_ci("erased_ctx_" + c, c))),
-           "| min other-word ratio after erase --context / before | %s | ≥ 0.90: %s |" % (
-               min_ratio_cell("erased_ctx_" + c, c, mr, mw), goal_verdict(at_least, mr, ratio_ci("erased_ctx_" + c, c, mw))),
+               c, *rate_check("erased_ctx_" + c, c, er_ctx)),
+           "| min other-word ratio after erase --context / before | %s | ≥ 0.90: %s |" % ratio_check("erased_ctx_" + c, c, mr, mw),
            "| (UCE's token key, for comparison) | %s; min ratio %s (%s) | |" % (f(er_tok), f(mr_tok), mw_tok),
            "| %s after erase --context --guide %s (replace) | %s | ≤ 0.100: %s |" % (
-               c, rep, rate_cell("erased_rep_" + c, c), goal_verdict(at_most, er_rep, rate_ci("erased_rep_" + c, c))),
-           "| min other-word ratio after it | %s | ≥ 0.90: %s |" % (
-               min_ratio_cell("erased_rep_" + c, c, mr_rep, mw_rep), goal_verdict(at_least, mr_rep, ratio_ci("erased_rep_" + c, c, mw_rep)))]
+               c, rep, *rate_check("erased_rep_" + c, c, er_rep)),
+           "| min other-word ratio after it | %s | ≥ 0.90: %s |" % ratio_check("erased_rep_" + c, c, mr_rep, mw_rep)]
         per_word = ["", "after erase --context / before, per word (objects not naming %s): " % c + ", ".join(
                "%s %s→%s (n=%d)" % (w, f(base.get(w, (NAN, 0))[0]), f(rate("erased_ctx_" + c, w)), base.get(w, (NAN, 0))[1])
                for w in C + S if w != c)]
