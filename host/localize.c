@@ -39,6 +39,11 @@ static int prefix_at_dot(const char* s, const char* prefix, size_t n) {
     return n && !strncmp(s, prefix, n) && (s[n] == 0 || s[n] == '.');
 }
 
+int ds_loc_default_window(int n_attn) {
+    int w = (3 * n_attn + 8) / 16;  // round half up
+    return w < 1 ? 1 : w;
+}
+
 int ds_loc_layer_match(const ds_loc_attn* a, const char* selectors) {
     if (!selectors || !*selectors) return 1;
     const char* p = selectors;

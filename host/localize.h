@@ -46,6 +46,8 @@ void ds_loc_sites_free(ds_loc_sites* s);
 void ds_loc_short_label(const char* path, char* out, size_t cap);
 // 1 if attn2 layer `a` matches one of the comma-separated selectors (see ds_loc_params.head_layers).
 int ds_loc_layer_match(const ds_loc_attn* a, const char* selectors);
+// The default LocoGen window for a model of n_attn attn2 layers: max(1, round(3·n_attn/16)).
+int ds_loc_default_window(int n_attn);
 
 // ---- a. neuron statistics (ConceptPrune) -------------------------------------------------------
 //
@@ -186,7 +188,8 @@ typedef struct ds_loc_params {
     double ratio;                 // 0.02 (objects); 0.01 for styles
     int tau;                      // calls in the union; 0: max(1, round(0.2·calls))
     double union_min;             // 0: a plain union
-    int window;                   // LocoGen window, cross-attention layers (3)
+    int window;                   // LocoGen window, cross-attention layers; 0: LocoGen's 3 of SD1.x's 16 scaled to
+                                  // the model's depth, max(1, round(3·L/16)) (SD1.x/2.x 3, 7 layers 1)
     int timestep_window;          // calls per timestep window; 0: ceil(calls / 5)
     int head_prompts;             // with-prompts used for head ablation; 0: all (default 2)
     const char* head_layers;      // heads of these attn2 layers only: comma-separated module-path prefixes

@@ -22,7 +22,6 @@ void ds_loc_params_init(ds_loc_params* p) {
     p->steps = 20;
     p->guidance = 7.5f;
     p->ratio = 0.02;
-    p->window = 3;
     p->head_prompts = 2;
 }
 
@@ -258,7 +257,9 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
     int tw = p->timestep_window > 0 ? p->timestep_window : (n_calls + 4) / 5;
     if (tw > n_calls) tw = n_calls;
     r->timestep_window = tw;
-    int window = p->window > 0 ? p->window : 3;
+    // LocoGen's window is 3 of SD1.x's 16 attn2 layers; on a shallower model the same 3 would cover far more of
+    // the network (3 of 7 on the testbed), so the default keeps the fraction: round(3·L/16), at least 1
+    int window = p->window > 0 ? p->window : ds_loc_default_window(s->n_attn);
     if (window > s->n_attn) window = s->n_attn;
     r->window = window;
     int head_n = p->head_prompts <= 0 || p->head_prompts > p->n_with ? p->n_with : p->head_prompts;
@@ -285,7 +286,9 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
           p->n_with, p->n_without, n_calls, s->n_ffn, s->n_attn);
     if (parts & DS_LOC_NEURONS)
         logf_(p, "neurons: ratio %g, union over the first %d calls", p->ratio, tau);
-    if (r->n_windows) logf_(p, "layers: %d windows of %d cross-attention layers", r->n_windows, window);
+    if (r->n_windows)
+        logf_(p, "layers: %d windows of %d cross-attention layer%s%s", r->n_windows, window, window == 1 ? "" : "s",
+              p->window > 0 ? "" : " (the default: LocoGen's 3 of 16 scaled to this model's depth)");
     if (r->n_heads) logf_(p, "heads: %d heads ablated on %d prompt%s", r->n_heads, head_n, head_n == 1 ? "" : "s");
     if (r->n_tsteps) logf_(p, "timesteps: %d windows of %d calls", r->n_tsteps, tw);
     logf_(p, "%d generations", j.total);
@@ -326,7 +329,10 @@ int ds_localize(ds_context* ctx, ds_model* m, const ds_loc_params* p, ds_loc_res
         sc->head = -1;
         sc->call_begin = 0;
         sc->call_end = n_calls;
-        snprintf(sc->label, sizeof sc->label, "%s .. %s", s->attn[w].label, s->attn[w + window - 1].label);
+        if (window == 1)  // a single layer is named by itself
+            snprintf(sc->label, sizeof sc->label, "%s", s->attn[w].label);
+        else
+            snprintf(sc->label, sizeof sc->label, "%s .. %s", s->attn[w].label, s->attn[w + window - 1].label);
     }
     for (int l = 0, k = 0; !rc && r->n_heads && l < s->n_attn; l++)
         for (int h = 0; h < s->attn[l].heads && ds_loc_layer_match(&s->attn[l], p->head_layers); h++, k++) {

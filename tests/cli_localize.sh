@@ -38,14 +38,18 @@ expect_ok "localize all" "$BIN" localize --model $M --concept "red circle" --out
   for f in neurons.png layers.png heads.png timesteps.png; do png "$O/$f"; done
   npy "$O/neuron_norms.npy"
   csv "$O/neurons.csv" "block,label,neuron,rows,calls,norm_with,norm_without" +
-  csv "$O/layers.csv" "rank,window,first_layer,last_layer,label,mass_drop,image_change,detector_drop,score,score_se" 9
+  csv "$O/layers.csv" "rank,window,first_layer,last_layer,label,mass_drop,image_change,detector_drop,score,score_se" 10
+  # the default window is LocoGen's 3 of 16 scaled to the fixture's 11 attn2 layers: round(33/16) = 2, so 10 windows
+  has "default window" '"window":[[:space:]]*2,' "$O/summary.json"
+  [ "$(grep -c '^[0-9]*,[0-9]*,[^,]*,[^,]*,[dmu][0-9]*\.a[0-9]\.t0 \.\. [dmu][0-9]*\.a[0-9]\.t0,' "$O/layers.csv")" = 10 ] && pass ||
+    fail "layers.csv: a window not labelled first .. last"
   csv "$O/heads.csv" "layer,path,label,head,attention_mass,attention_mass_se,mass_rank,ablation_rank,mass_drop,image_change,detector_drop,score,score_se" 88
   csv "$O/timesteps.csv" "rank,window,call_begin,call_end,t_begin,t_end,attention_mass,mass_drop,image_change,detector_drop,score,score_se" 3
-  # 2 prompts: 11 layers + 9 windows + 3 timestep windows each, the 88 head ablations on the first (--head-prompts 1)
-  csv "$O/prompts.csv" "prompt,part,label,attention_mass,mass_drop,image_change,detector_drop" 134
+  # 2 prompts: 11 layers + 10 windows + 3 timestep windows each, the 88 head ablations on the first (--head-prompts 1)
+  csv "$O/prompts.csv" "prompt,part,label,attention_mass,mass_drop,image_change,detector_drop" 136
   [ "$(grep -c '^1,head,' "$O/prompts.csv")" = 0 ] && [ "$(grep -c '^0,head,' "$O/prompts.csv")" = 88 ] && pass || fail "prompts.csv: heads on the first prompt only"
   # two prompts: a standard error on every window (the last column), none for the heads (one prompt)
-  [ "$(cut -d, -f10 "$O/layers.csv" | tail -n +2 | grep -c '^[0-9.e+-]*$')" = 9 ] && pass || fail "layers.csv: score_se missing"
+  [ "$(cut -d, -f10 "$O/layers.csv" | tail -n +2 | grep -c '^[0-9.e+-]*$')" = 10 ] && pass || fail "layers.csv: score_se missing"
   [ "$(grep -c ',nan$' "$O/heads.csv")" = 88 ] && pass || fail "heads.csv: a head score_se from one prompt"
   has "report s.e." "^  1\. .* \(concept mass drop ± [0-9.e-]+ s\.e\.\)$" "$T/stdout"
   has "summary se" '"score_se"' "$O/summary.json"
@@ -137,6 +141,14 @@ rows = list(csv.DictReader(open(sys.argv[2])))
 sys.exit(0 if j["detector_presence_baseline"] >= 0.5 and len(rows) == 1 and float(rows[0]["detector_drop"]) >= 0.5 else 1)
 PY
   }
+  # the default window on the testbed's 7 attn2 layers: round(21/16) = 1, so 7 windows, each named by its layer
+  O="$T/red_default"
+  "$BIN" localize --concept red --with "$T/red_with.txt" --without "$T/red_without.txt" --parts layers \
+    --detector shapes --steps 4 --out "$O" >"$T/stdout" 2>"$T/stderr" && pass || fail "localize, default window: $(cat "$T/stderr")"
+  has "testbed default window" '"window":[[:space:]]*1,' "$O/summary.json"
+  has "default window logged" "7 windows of 1 cross-attention layer .the default: LocoGen" "$T/stderr"
+  [ "$(grep -c '^[0-9]*,[0-9]*,[^,]*,[^,]*,[dmu][0-9]*\.a[0-9]\.t0,' "$O/layers.csv")" = 7 ] && pass ||
+    fail "layers.csv: single-layer windows not named by their layer: $(cut -d, -f5 "$O/layers.csv" | tr '\n' ' ')"
 fi
 
 echo "cli_localize: $passes passed, $fails failed"

@@ -696,7 +696,12 @@ static void test_localize_scores(void) {
     CHECKF(rc == DS_OK, "localize: %s", ds_last_error(ctx));
     if (rc) return;
     int n_calls = r.n_calls;
-    CHECK(n_calls == 5 && r.n_tsteps == 3 && r.n_windows == sites.n_attn - 2 && r.n_heads == 16 && r.n_with == 2);
+    // the default window: LocoGen's 3 of 16 scaled to the fixture's 11 attn2 layers, round(33/16) = 2 → 10 windows
+    CHECK(sites.n_attn == 11 && r.window == 2);
+    CHECK(n_calls == 5 && r.n_tsteps == 3 && r.n_windows == 10 && r.n_heads == 16 && r.n_with == 2);
+    for (int w = 0; w < r.n_windows; w++)
+        CHECKF(r.windows[w].layer_end - r.windows[w].layer_begin == 2, "window %s: layers [%d, %d)", r.windows[w].label,
+               r.windows[w].layer_begin, r.windows[w].layer_end);
     CHECK(r.heads[0].layer_begin == 1 && r.heads[8].layer_begin == 6 && r.heads[15].head == 7);
     CHECK(r.runs == 2 * (1 + r.n_windows + r.n_tsteps) + r.n_heads + 1);
     CHECK(r.tau == 1 && r.has_neurons);
@@ -887,6 +892,15 @@ static void test_errors(void) {
 
 // Ranking: descending by the metric, NaN last; equal detector drops (they move in steps of 1/prompts) are
 // ordered by the image change, then by index. Hand-made scores, the expected ranks worked out by hand.
+static void test_default_window(void) {
+    // hand-checked: max(1, round(3·L/16)), halves rounded up
+    static const int L[] = {1, 2, 3, 5, 6, 7, 11, 13, 16, 24, 70}, want[] = {1, 1, 1, 1, 1, 1, 2, 2, 3, 5, 13};
+    for (size_t i = 0; i < sizeof L / sizeof *L; i++)
+        CHECKF(ds_loc_default_window(L[i]) == want[i], "default window for %d layers: %d, expected %d", L[i],
+               ds_loc_default_window(L[i]), want[i]);
+    printf("default LocoGen window: 3 of 16 scaled to the depth (SD1.x 3, testbed 1, fixture 2)\n");
+}
+
 static void test_rank_ties(void) {
     ds_loc_score s[5];
     memset(s, 0, sizeof s);
@@ -910,6 +924,7 @@ static void test_rank_ties(void) {
 
 int main(void) {
     test_rank_ties();
+    test_default_window();
     ctx = ds_context_create();
     if (ds_model_load(ctx, MODEL, &model) != DS_OK) {
         fprintf(stderr, "load: %s\n", ds_last_error(ctx));

@@ -213,7 +213,7 @@ int cmd_localize(int argc, char** argv) {
     const char *model = NULL, *concept_arg = NULL, *kind = "object", *with_file = NULL, *without_file = NULL,
                *neutral = NULL, *negative = "", *parts_s = "all", *sampler = "default", *rank_by = "auto",
                *detector = "none", *out = NULL, *head_layers = NULL;
-    int per_side = 10, steps = 20, width = 0, height = 0, tau = 0, window = 3, tw = 0, head_prompts = 2, quiet = 0;
+    int per_side = 10, steps = 20, width = 0, height = 0, tau = 0, window = 0, tw = 0, head_prompts = 2, quiet = 0;
     float guidance = -1.0f, ratio = -1.0f, union_min = 0.0f;
     uint64_t seed = 0;
     int seed_per_prompt = 0;
@@ -237,7 +237,7 @@ int cmd_localize(int argc, char** argv) {
         {"ratio", ARG_FLOAT, &ratio, "F", "neurons: top ratio x F columns per output row, (0, 1] (default 0.02 objects, 0.01 styles)", 0, 1, 0},
         {"tau", ARG_INT, &tau, "N", "neurons: union over the first N UNet calls, 1..255 (default: 20% of the calls)", 1, 255, 0},
         {"union-min", ARG_FLOAT, &union_min, "F", "neurons: keep entries selected at more than F x tau of those calls, [0, 1) (default 0: union)", 0, 0.999999, 0},
-        {"window", ARG_INT, &window, "N", "layers: cross-attention layers per LocoGen window (default 3)", 1, 1000, 0},
+        {"window", ARG_INT, &window, "N", "layers: attn2 layers per LocoGen window (default max(1, round(3·L/16)) of the model's L: 3 on SD1.x)", 1, 1000, 0},
         {"timestep-window", ARG_INT, &tw, "N", "timesteps: UNet calls per window (default: a fifth of the calls)", 1, 1000, 0},
         {"head-prompts", ARG_INT, &head_prompts, "N", "heads: concept prompts used for the ablations, 0 = all (default 2)", 0, 100000, 0},
         {"head-layers", ARG_STR, &head_layers, "LIST", "heads: ablate only these attn2 layers' heads: path prefixes (up_blocks.1) or labels (u1, u1.a0.t0)", 1, 0, 0},
