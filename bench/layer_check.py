@@ -13,6 +13,8 @@ the same model and concept are pooled: their prompts are simply more prompts) an
   and the window's most attended layer has a paired 95 % bootstrap interval containing 0, else "no";
 * over N paired bootstrap resamples of the prompts (seeded; one resample re-decides both): how often the
   window stays first, the max layer falls in it, and both agree;
+* for single layers (--window 1, the testbed's default): the Spearman correlation over the layers of swap drop
+  and attention, and whether the two best swap layers are the two most attended layers;
 * for windows of several layers, the same question window against window: is the best window the one with the
   most attention summed over its layers (yes / tie / no by the same paired bootstrap of the gap), and how often
   in the resamples;
@@ -36,6 +38,8 @@ def load(dirs):
                 mass[key][lab] = float(r["attention_mass"])
                 if lab not in layers: layers.append(lab)
             elif r["part"] == "window":
+                a, _, b = lab.partition(" .. ")
+                if a == b: lab = a  # a one-layer window, as localize before 2026-11-25 named it ("X .. X")
                 drop[key][lab] = (float(r["detector_drop"]), float(r["image_change"]))
                 if lab not in windows: windows.append(lab)
     if not layers or not windows:
@@ -97,13 +101,17 @@ def layer_check(dirs, reps=2000, seed=2):
     verdict = "yes" if top in inside else ("tie" if lo <= 0 else "no")
     wverdict = "yes" if wtop == best else ("tie" if wci[0] <= 0 else "no")
     # windows of one layer (--window 1): does the swap rank the layers as the attention does?
-    rho = None
+    # and are the two layers whose swap removes the concept most the two it attends most? (two near-equal
+    # attention peaks, as red's and circle's, make the argmax alone a coin toss between them)
+    rho, top2 = None, None
     if all(len(span(w)) == 1 for w in windows) and len(windows) == len(layers):
-        rho = spearman([sum(drop[i][w][0] for i in P) for w in windows], [ms[span(w)[0]] for w in windows])
+        sd = {span(w)[0]: sum(drop[i][w][0] for i in P) for w in windows}
+        rho = spearman([sd[l] for l in layers], [ms[l] for l in layers])
+        top2 = (sorted(layers, key=sd.get, reverse=True)[:2], sorted(layers, key=ms.get, reverse=True)[:2])
     return {"window": best, "top": top, "mass": mean[top], "wbest": wbest, "share": mean[wbest] / mean[top],
             "gap_ci": (lo, hi), "verdict": verdict, "prompts": len(P), "reps": reps,
             "drop": sum(drop[i][best][0] for i in P) / len(P),
-            "kept": kept / reps, "contains": contains / reps, "agree": agree / reps, "layer_mass": mean, "rho": rho,
+            "kept": kept / reps, "contains": contains / reps, "agree": agree / reps, "layer_mass": mean, "rho": rho, "top2": top2,
             "wtop": wtop, "wshare": wm[best] / wm[wtop], "wgap_ci": wci, "wverdict": wverdict, "wagree": wagree / reps}
 
 
@@ -116,6 +124,10 @@ def describe(L):
     win = "" if L["rho"] is not None else "; the most attended window (summed over its layers) is the best window: %s%s, %d %% of resamples" % (
         L["wverdict"], wwhy, round(100 * L["wagree"]))
     rho = "" if L["rho"] is None else "; single-layer swaps rank the layers as the attention does: Spearman %.2f" % L["rho"]
+    if L.get("top2"):
+        (s1, s2), (a1, a2) = L["top2"]
+        rho += "; the two best swap layers (%s, %s) are the two most attended (%s, %s): %s" % (
+            s1, s2, a1, a2, "yes" if {s1, s2} == {a1, a2} else "no")
     return ("window contains it: %s%s; over %d resamples of the %d prompts: the window first %d %%, the max layer "
             "in it %d %%, both agree %d %%%s" % (L["verdict"], why, L["reps"], L["prompts"], round(100 * L["kept"]),
                                                  round(100 * L["contains"]), round(100 * L["agree"]), win + rho))
