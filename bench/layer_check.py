@@ -121,16 +121,17 @@ def describe(L):
         L["wbest"], L["share"], *L["gap_ci"])
     wwhy = "" if L["wverdict"] == "yes" else " (%s; the best window has %.2f of its summed mass, paired 95%% CI of the gap %.4f to %.4f)" % (
         L["wtop"], L["wshare"], *L["wgap_ci"])
-    win = "" if L["rho"] is not None else "; the most attended window (summed over its layers) is the best window: %s%s, %d %% of resamples" % (
-        L["wverdict"], wwhy, round(100 * L["wagree"]))
-    rho = "" if L["rho"] is None else "; single-layer swaps rank the layers as the attention does: Spearman %.2f" % L["rho"]
-    if L.get("top2"):
+    if L["top2"]:  # single layers
         (s1, s2), (a1, a2) = L["top2"]
-        rho += "; the two best swap layers (%s, %s) are the two most attended (%s, %s): %s" % (
-            s1, s2, a1, a2, "yes" if {s1, s2} == {a1, a2} else "no")
+        extra = ("; single-layer swaps rank the layers as the attention does: Spearman %.2f; the two best swap layers "
+                 "(%s, %s) are the two most attended (%s, %s): %s" % (L["rho"], s1, s2, a1, a2,
+                                                                   "yes" if {s1, s2} == {a1, a2} else "no"))
+    else:
+        extra = "; the most attended window (summed over its layers) is the best window: %s%s, %d %% of resamples" % (
+            L["wverdict"], wwhy, round(100 * L["wagree"]))
     return ("window contains it: %s%s; over %d resamples of the %d prompts: the window first %d %%, the max layer "
             "in it %d %%, both agree %d %%%s" % (L["verdict"], why, L["reps"], L["prompts"], round(100 * L["kept"]),
-                                                 round(100 * L["contains"]), round(100 * L["agree"]), win + rho))
+                                                 round(100 * L["contains"]), round(100 * L["agree"]), extra))
 
 
 if __name__ == "__main__":

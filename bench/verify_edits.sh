@@ -26,7 +26,8 @@
 #                tell the two layers apart: the gap's 95 % CI holds 0) or no; how often the window stays
 #                first, the layer stays in it, and both agree; for windows of several layers also whether the
 #                best window is the one with the most attention summed over its layers; for single layers the
-#                rank correlation of the two over the layers;
+#                rank correlation of the two over the layers and whether the two best swap layers are the two
+#                most attended;
 #   5. a markdown table per concept -> stdout and RESULTS_DIR/summary.md.
 # --parts runs only some of 2-4 (the baseline always): `--parts erase --n 900` is the erase check alone, with
 # enough objects per word (~140) that one object is < 1 % of a rate.
@@ -62,7 +63,7 @@ while [ $# -gt 0 ]; do
         --parts) PARTS=${2:?--parts needs a value}; shift 2 ;;
         --bin) BIN=${2:?--bin needs a value}; shift 2 ;;
         --keep-models) KEEP=1; shift ;;
-        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done

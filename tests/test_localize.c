@@ -890,8 +890,6 @@ static void test_errors(void) {
     CHECK(ds_localize(ctx, model, &p, &r) == DS_ERR_ARG && strstr(ds_last_error(ctx), "detector"));
 }
 
-// Ranking: descending by the metric, NaN last; equal detector drops (they move in steps of 1/prompts) are
-// ordered by the image change, then by index. Hand-made scores, the expected ranks worked out by hand.
 static void test_default_window(void) {
     // hand-checked: max(1, round(3·L/16)), halves rounded up
     static const int L[] = {1, 2, 3, 5, 6, 7, 11, 13, 16, 24, 70}, want[] = {1, 1, 1, 1, 1, 1, 2, 2, 3, 5, 13};
@@ -901,6 +899,8 @@ static void test_default_window(void) {
     printf("default LocoGen window: 3 of 16 scaled to the depth (SD1.x 3, testbed 1, fixture 2)\n");
 }
 
+// Ranking: descending by the metric, NaN last; equal detector drops (they move in steps of 1/prompts) are
+// ordered by the image change, then by index. Hand-made scores, the expected ranks worked out by hand.
 static void test_rank_ties(void) {
     ds_loc_score s[5];
     memset(s, 0, sizeof s);
